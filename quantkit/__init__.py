@@ -1,0 +1,17 @@
+"""quantkit: Mixture-of-Experts (vision-)language models -> deployable low-bit variants.
+
+Pipeline: checkpoint -> plan -> calibrate -> quantize -> pack -> verify -> profile -> package -> push.
+"""
+from .errors import QuantkitError
+from .version import QUANTKIT_VERSION as __version__
+
+
+def load(variant, dtype=None):
+    """A variant as a transformers model with its quantized weights unpacked (see quantkit.load)."""
+    import torch
+
+    from .load import load as _load
+    return _load(variant, dtype=dtype or torch.float32)
+
+
+__all__ = ["QuantkitError", "__version__", "load"]

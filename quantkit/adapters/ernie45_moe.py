@@ -1,0 +1,69 @@
+"""ERNIE-4.5 text MoE (e.g. baidu/ERNIE-4.5-21B-A3B-PT): `Ernie4_5_MoeForCausalLM`.
+
+On disk: model.layers.N.mlp.experts.K.{gate,up,down}_proj.weight, router `mlp.gate.weight` [E, hidden]
+(not transposed, unlike the VL model), `mlp.moe_statics.e_score_correction_bias` [1, E],
+`mlp.shared_experts.*`, dense MLPs outside [moe_layer_start_index, moe_layer_end_index].
+"""
+from __future__ import annotations
+
+from ..errors import QuantkitError
+from ..roles import Role
+from .base import Adapter, MoEShape, NameRule
+from .ernie45_vl import _PROJ
+
+
+class Ernie45MoeAdapter(Adapter):
+    family = "ernie45_moe"
+    default_profile = "ernie45-moe"
+    model_class_name = "Ernie4_5_MoeForCausalLM"
+
+    @classmethod
+    def matches(cls, config: dict) -> bool:
+        return config.get("model_type") == "ernie4_5_moe"
+
+    def _moe_shape(self) -> MoEShape:
+        c = self.config
+        try:
+            n_layers, hidden, heads = int(c["num_hidden_layers"]), int(c["hidden_size"]), int(c["num_attention_heads"])
+            start = int(c.get("moe_layer_start_index", 1))
+            end = int(c.get("moe_layer_end_index", -1))
+            end = n_layers - 1 if end < 0 else min(end, n_layers - 1)
+            moe_layers = tuple(range(start, end + 1, int(c.get("moe_layer_interval", 1))))
+            return MoEShape(
+                hidden_size=hidden, num_layers=n_layers, moe_layers=moe_layers,
+                experts={"text": int(c.get("moe_num_experts", 64))},
+                expert_intermediate={"text": int(c.get("moe_intermediate_size", 1536))},
+                top_k=int(c.get("moe_k", 6)), shared_experts=int(c.get("moe_num_shared_experts", 0) or 0),
+                num_attention_heads=heads, num_key_value_heads=int(c.get("num_key_value_heads") or heads),
+                head_dim=int(c.get("head_dim") or hidden // heads), vocab_size=int(c["vocab_size"]))
+        except KeyError as e:
+            raise QuantkitError(f"config.json: missing field {e.args[0]} for ernie4_5_moe")
+
+    def _expert_role(self, m) -> Role:
+        k = int(m["k"])
+        if k >= self.shape.experts["text"]:
+            raise QuantkitError(f"tensor {m.string}: expert {k} beyond the {self.shape.experts['text']} "
+                                "the config declares")
+        return Role("routed_expert", int(m["n"]), "text", k, _PROJ[m["p"]])
+
+    def _name_rules(self) -> list[NameRule]:
+        L = r"model\.layers\.(?P<n>\d+)\."
+        P = r"(?P<p>gate_proj|up_proj|down_proj)"
+        return [
+            NameRule(L + r"mlp\.experts\.(?P<k>\d+)\." + P + r"\.weight", self._expert_role),
+            NameRule(L + r"mlp\.shared_experts\." + P + r"\.(weight|bias)",
+                     lambda m: Role("shared_expert", int(m["n"]), proj=_PROJ[m["p"]])),
+            NameRule(L + r"mlp\.gate\.weight", lambda m: Role("router", int(m["n"]), "text")),
+            NameRule(L + r"mlp\.moe_statics\.e_score_correction_bias", lambda m: Role("router_bias", int(m["n"]))),
+            NameRule(L + P + r"\.(weight|bias)", lambda m: Role("dense_mlp", int(m["n"]), proj=_PROJ[m["p"]])),
+            NameRule(L + r"self_attn\.(?P<p>[qkvo]_proj)\.(weight|bias)",
+                     lambda m: Role("attention", int(m["n"]), proj=_PROJ[m["p"]])),
+            NameRule(L + r"(input_layernorm|post_attention_layernorm)\.weight", lambda m: Role("norm", int(m["n"]))),
+            NameRule(r"model\.norm\.weight", lambda m: Role("norm")),
+            NameRule(r"model\.embed_tokens\.weight", lambda m: Role("embedding")),
+            NameRule(r"lm_head\.weight", lambda m: Role("lm_head")),
+        ]
+
+    def native_config(self):
+        from transformers import Ernie4_5_MoeConfig
+        return Ernie4_5_MoeConfig(**{k: v for k, v in self.config.items() if k != "quantization_config"})

@@ -1,0 +1,153 @@
+"""ERNIE-4.5-VL MoE (e.g. baidu/ERNIE-4.5-VL-28B-A3B-PT, -Thinking).
+
+On-disk layout (both config flavours share it, see shared/notes/formats.md):
+  model.layers.N.mlp.experts.K.{gate,up,down}_proj.weight   text experts K < E, vision E <= K < 2E
+  model.layers.N.mlp.gate.weight / gate.weight_1             routers (text / vision), stored [hidden, E]
+  model.layers.N.mlp.moe_statics.e_score_correction_bias    [2, E]: text row, vision row
+  model.layers.N.mlp.shared_experts.*, model.layers.0.mlp.*  (dense first layer)
+  model.vision_model.*, model.resampler_model.*, model.embed_tokens, lm_head (tied by default)
+Config flavours: transformers-native `ernie4_5_vl_moe` (nested text_config / vision_config) and the
+remote-code `ernie4_5_moe_vl` (flat fields, `moe_num_experts: [E, E]`, `im_patch_id`).
+"""
+from __future__ import annotations
+
+from ..errors import QuantkitError
+from ..roles import Role
+from .base import Adapter, MoEShape, NameRule
+
+NATIVE = "ernie4_5_vl_moe"
+REMOTE = "ernie4_5_moe_vl"
+
+_PROJ = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
+         "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
+
+
+def _as_pair(v, what: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        return v, v
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return int(v[0]), int(v[1])
+    raise QuantkitError(f"config.json: {what} must be an int or a [text, vision] pair, got {v!r}")
+
+
+class Ernie45VLAdapter(Adapter):
+    family = "ernie45_vl"
+    default_profile = "ernie45-vl"
+    model_class_name = "Ernie4_5_VLMoeForConditionalGeneration"
+
+    @classmethod
+    def matches(cls, config: dict) -> bool:
+        return config.get("model_type") in (NATIVE, REMOTE)
+
+    @property
+    def flavour(self) -> str:
+        return "native" if self.config.get("model_type") == NATIVE else "remote"
+
+    def _text(self) -> dict:
+        """Text-model fields, wherever the flavour keeps them."""
+        return self.config["text_config"] if self.flavour == "native" else self.config
+
+    def _moe_shape(self) -> MoEShape:
+        t, c = self._text(), self.config
+        try:
+            n_layers = int(t["num_hidden_layers"])
+            hidden = int(t["hidden_size"])
+            heads = int(t["num_attention_heads"])
+            if self.flavour == "native":
+                e_text = e_vis = int(t.get("moe_num_experts", 64))
+                types = t.get("mlp_layer_types") or ["dense"] + ["sparse"] * (n_layers - 1)
+                moe_layers = tuple(i for i, kind in enumerate(types) if kind == "sparse")
+                v = c.get("vision_config", {})
+                v_depth, v_hidden = int(v.get("depth", 32)), int(v.get("hidden_size", 1280))
+            else:
+                e_text, e_vis = _as_pair(t["moe_num_experts"], "moe_num_experts")
+                start = min(_as_pair(t.get("moe_layer_start_index", 1), "moe_layer_start_index"))
+                end = max(_as_pair(t.get("moe_layer_end_index", n_layers - 1), "moe_layer_end_index"))
+                end = n_layers - 1 if end < 0 else min(end, n_layers - 1)
+                step = int(t.get("moe_layer_interval", 1))
+                moe_layers = tuple(range(start, end + 1, step))
+                v = c.get("vision_config", {})
+                v_depth, v_hidden = int(v.get("depth", 32)), int(v.get("embed_dim", v.get("hidden_size", 1280)))
+            i_text, i_vis = _as_pair(t.get("moe_intermediate_size", [1536, 512]), "moe_intermediate_size")
+            return MoEShape(
+                hidden_size=hidden, num_layers=n_layers, moe_layers=moe_layers,
+                experts={"text": e_text, "vision": e_vis},
+                expert_intermediate={"text": i_text, "vision": i_vis},
+                top_k=int(t.get("moe_k", 6)), shared_experts=int(t.get("moe_num_shared_experts", 2)),
+                num_attention_heads=heads, num_key_value_heads=int(t.get("num_key_value_heads") or heads),
+                head_dim=int(t.get("head_dim") or hidden // heads), vocab_size=int(t["vocab_size"]),
+                vision_depth=v_depth, vision_hidden=v_hidden)
+        except KeyError as e:
+            raise QuantkitError(f"config.json: missing field {e.args[0]} for {c.get('model_type')}")
+
+    def _expert_role(self, m) -> Role:
+        k, e_text = int(m["k"]), self.shape.experts["text"]
+        total = e_text + self.shape.experts["vision"]
+        if k >= total:
+            raise QuantkitError(f"tensor {m.string}: expert {k} beyond the {total} the config declares")
+        modality, idx = ("text", k) if k < e_text else ("vision", k - e_text)
+        return Role("routed_expert", int(m["n"]), modality, idx, _PROJ[m["p"]])
+
+    def _name_rules(self) -> list[NameRule]:
+        L = r"model\.layers\.(?P<n>\d+)\."
+        P = r"(?P<p>gate_proj|up_proj|down_proj)"
+        return [
+            NameRule(L + r"mlp\.experts\.(?P<k>\d+)\." + P + r"\.weight", self._expert_role),
+            NameRule(L + r"mlp\.shared_experts\." + P + r"\.(weight|bias)",
+                     lambda m: Role("shared_expert", int(m["n"]), proj=_PROJ[m["p"]])),
+            NameRule(L + r"mlp\.gate\.weight", lambda m: Role("router", int(m["n"]), "text")),
+            NameRule(L + r"mlp\.gate\.weight_1", lambda m: Role("router", int(m["n"]), "vision")),
+            NameRule(L + r"mlp\.moe_statics\.e_score_correction_bias", lambda m: Role("router_bias", int(m["n"]))),
+            NameRule(L + P + r"\.(weight|bias)", lambda m: Role("dense_mlp", int(m["n"]), proj=_PROJ[m["p"]])),
+            NameRule(L + r"self_attn\.(?P<p>[qkvo]_proj)\.(weight|bias)",
+                     lambda m: Role("attention", int(m["n"]), proj=_PROJ[m["p"]])),
+            NameRule(L + r"(input_layernorm|post_attention_layernorm)\.weight", lambda m: Role("norm", int(m["n"]))),
+            NameRule(r"model\.norm\.weight", lambda m: Role("norm")),
+            NameRule(r"model\.embed_tokens\.weight", lambda m: Role("embedding")),
+            NameRule(r"lm_head\.weight", lambda m: Role("lm_head")),
+            NameRule(r"model\.vision_model\..+", lambda m: Role("vision_tower")),
+            NameRule(r"model\.resampler_model\..+", lambda m: Role("resampler")),
+        ]
+
+    def native_config(self):
+        from transformers import Ernie4_5_VLMoeConfig
+
+        if self.flavour == "native":
+            return Ernie4_5_VLMoeConfig(**{k: v for k, v in self.config.items() if k != "quantization_config"})
+        return Ernie4_5_VLMoeConfig(**remote_to_native(self.config, self.shape))
+
+
+def remote_to_native(c: dict, shape: MoEShape) -> dict:
+    """Field mapping from the remote-code flavour to transformers' native config (for loading and
+    calibration only: variants keep the source's own config.json)."""
+    v = c.get("vision_config", {})
+    embed = shape.vision_hidden
+    head_dim = shape.head_dim
+    # mrope: `freq_allocation` rotary pairs go to time, the rest split over height and width
+    # (real model: 20 of 64 -> [22, 22, 20])
+    temporal = int(c.get("freq_allocation", (head_dim // 2) * 5 // 16))
+    spatial = (head_dim // 2 - temporal) // 2
+    text = dict(
+        vocab_size=shape.vocab_size, hidden_size=shape.hidden_size,
+        intermediate_size=int(c.get("intermediate_size", 4 * shape.hidden_size)),
+        num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads, rms_norm_eps=float(c.get("rms_norm_eps", 1e-5)),
+        max_position_embeddings=int(c.get("max_position_embeddings", 131072)),
+        use_bias=bool(c.get("use_bias", False)), tie_word_embeddings=bool(c.get("tie_word_embeddings", True)),
+        moe_num_experts=shape.experts["text"], moe_k=shape.top_k,
+        moe_intermediate_size=[shape.expert_intermediate["text"], shape.expert_intermediate["vision"]],
+        moe_num_shared_experts=shape.shared_experts,
+        mlp_layer_types=["sparse" if i in shape.moe_layers else "dense" for i in range(shape.num_layers)],
+        rope_parameters={"rope_type": "default", "rope_theta": float(c.get("rope_theta", 500000.0)),
+                         "mrope_section": [spatial, spatial, temporal]},
+    )
+    vision = dict(depth=shape.vision_depth, hidden_size=embed, num_heads=int(v.get("num_heads", 16)),
+                  intermediate_size=int(embed * float(v.get("mlp_ratio", 4))),
+                  patch_size=int(v.get("patch_size", 14)), in_channels=int(v.get("in_channels", 3)),
+                  spatial_merge_size=int(c.get("spatial_conv_size", v.get("spatial_merge_size", 2))),
+                  temporal_merge_size=int(c.get("temporal_conv_size", 2)),
+                  hidden_act=v.get("hidden_act", "quick_gelu"))
+    out = dict(text_config=text, vision_config=vision, tie_word_embeddings=text["tie_word_embeddings"])
+    if "im_patch_id" in c:
+        out["image_token_id"] = int(c["im_patch_id"])
+    return out

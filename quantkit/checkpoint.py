@@ -1,0 +1,259 @@
+"""Read a checkpoint tensor by tensor, and write one in bounded shards.
+
+A `Checkpoint` is a local directory or a Hub id (resolved through huggingface_hub to a local
+snapshot). It never loads the whole model: `read(name)` opens the one shard that holds `name` and
+returns that tensor alone. `ShardWriter` writes tensors into shards of at most `max_shard_bytes` plus
+`model.safetensors.index.json`, into a temporary directory that is renamed into place only when the
+whole variant is complete, so an interrupted run leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import QuantkitError
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+# safetensors dtype names -> bytes per element
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str  # safetensors dtype name, e.g. "BF16"
+    shape: tuple[int, ...]
+    shard: str
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * _DTYPE_BYTES[self.dtype]
+
+
+def read_safetensors_header(path: Path) -> dict:
+    """The JSON header of a .safetensors file, read without touching the tensor data."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n <= 0 or n > 100 * 2**20:
+                raise ValueError("bad header length")
+            header = json.loads(f.read(n))
+            data_len = os.fstat(f.fileno()).st_size - 8 - n
+    except FileNotFoundError:
+        raise QuantkitError(f"{path}: shard listed in the index is missing; re-download the checkpoint")
+    except (ValueError, struct.error, UnicodeDecodeError) as e:
+        raise QuantkitError(f"{path}: not a readable safetensors file ({e}); re-download it")
+    header.pop("__metadata__", None)
+    end = max((v["data_offsets"][1] for v in header.values()), default=0)
+    if end > data_len:
+        raise QuantkitError(f"{path}: truncated ({data_len} data bytes, header needs {end}); re-download it")
+    return header
+
+
+class Checkpoint:
+    """A sharded safetensors checkpoint plus its config, read lazily one tensor at a time."""
+
+    def __init__(self, path: Path, source: str | None = None, revision: str | None = None):
+        self.path = Path(path)
+        self.source = source or str(self.path)
+        self.revision = revision
+        cfg_path = self.path / "config.json"
+        if not cfg_path.is_file():
+            raise QuantkitError(f"{self.path}: no config.json; point at a model directory or Hub id")
+        try:
+            self.config: dict = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise QuantkitError(f"{cfg_path}: invalid JSON ({e})")
+        self._tensors = self._scan()
+
+    @classmethod
+    def open(cls, source: str | os.PathLike, revision: str | None = None) -> "Checkpoint":
+        """A local directory, or a Hub id such as `baidu/ERNIE-4.5-VL-28B-A3B-PT`."""
+        path = Path(source)
+        if path.is_dir():
+            return cls(path, source=str(path), revision=revision or _local_revision(path))
+        if path.exists():
+            raise QuantkitError(f"{source}: is a file; pass the model directory")
+        if str(source).count("/") != 1 or str(source).startswith((".", "/")):
+            raise QuantkitError(f"{source}: no such directory, and not a Hub id of the form ORG/NAME")
+        return cls(*_download(str(source), revision))
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _scan(self) -> dict[str, TensorInfo]:
+        index = self.path / INDEX_NAME
+        if index.is_file():
+            try:
+                weight_map: dict = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise QuantkitError(f"{index}: not a valid safetensors index ({e})")
+            shards = sorted(set(weight_map.values()))
+        elif (self.path / SINGLE_NAME).is_file():
+            weight_map, shards = None, [SINGLE_NAME]
+        else:
+            raise QuantkitError(f"{self.path}: no {INDEX_NAME} or {SINGLE_NAME}; not a safetensors checkpoint")
+        tensors: dict[str, TensorInfo] = {}
+        for shard in shards:
+            for name, meta in read_safetensors_header(self.path / shard).items():
+                tensors[name] = TensorInfo(name, meta["dtype"], tuple(meta["shape"]), shard)
+        if weight_map is not None:
+            missing = sorted(set(weight_map) - set(tensors))
+            if missing:
+                raise QuantkitError(f"{index}: {len(missing)} tensors listed but absent from their shards "
+                                    f"(first: {missing[0]}); re-download the checkpoint")
+        return tensors
+
+    def names(self) -> list[str]:
+        return sorted(self._tensors)
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise QuantkitError(f"{self.path}: no tensor named {name}")
+
+    def infos(self) -> list[TensorInfo]:
+        return [self._tensors[n] for n in self.names()]
+
+    def read(self, name: str) -> torch.Tensor:
+        info = self.info(name)
+        with safe_open(self.path / info.shard, framework="pt") as f:
+            return f.get_tensor(name)
+
+    def read_many(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """Several tensors, opening each shard once (e.g. all experts of one layer)."""
+        by_shard: dict[str, list[str]] = {}
+        for n in names:
+            by_shard.setdefault(self.info(n).shard, []).append(n)
+        out = {}
+        for shard, ns in by_shard.items():
+            with safe_open(self.path / shard, framework="pt") as f:
+                for n in ns:
+                    out[n] = f.get_tensor(n)
+        return out
+
+    def side_files(self) -> list[Path]:
+        """Everything besides weights that a runtime reads: config flavours, tokenizer, processor,
+        chat template, generation config, remote code (*.py), fonts, license."""
+        skip = {INDEX_NAME, "quantkit.json"}
+        out = []
+        for p in sorted(self.path.iterdir()):
+            if p.is_file() and not p.name.endswith(".safetensors") and p.name not in skip \
+                    and not p.name.startswith("."):
+                out.append(p)
+        return out
+
+
+def _local_revision(path: Path) -> str | None:
+    """The snapshot hash when the directory is a huggingface_hub cache snapshot."""
+    return path.name if path.parent.name == "snapshots" else None
+
+
+def _download(repo_id: str, revision: str | None) -> tuple[Path, str, str]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = snapshot_download(repo_id, revision=revision)
+    except RepositoryNotFoundError:
+        raise QuantkitError(f"{repo_id}: no such Hub repository (or it is private: set HF_TOKEN)")
+    except LocalEntryNotFoundError:
+        raise QuantkitError(f"{repo_id}: not in the local Hub cache and the Hub is unreachable; "
+                            "download it first or pass a local directory")
+    except (HfHubHTTPError, OSError) as e:
+        raise QuantkitError(f"{repo_id}: download failed ({e.__class__.__name__}: {str(e).splitlines()[0]})")
+    return Path(path), repo_id, Path(path).name
+
+
+class ShardWriter:
+    """Collects tensors into shards of at most `max_shard_bytes`, then writes the index.
+
+    Tensors are flushed to disk as soon as a shard is full, so memory holds at most one shard.
+    """
+
+    def __init__(self, directory: Path, max_shard_bytes: int = 2 * 2**30):
+        self.directory = Path(directory)
+        self.max_shard_bytes = max_shard_bytes
+        self._pending: dict[str, torch.Tensor] = {}
+        self._pending_bytes = 0
+        self._written: list[tuple[str, list[str]]] = []  # temp file name, tensor names
+        self.total_bytes = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if name in self._pending or any(name in names for _, names in self._written):
+            raise ValueError(f"tensor {name} written twice")
+        nbytes = tensor.numel() * tensor.element_size()
+        if self._pending and self._pending_bytes + nbytes > self.max_shard_bytes:
+            self._flush()
+        self._pending[name] = tensor.contiguous()
+        self._pending_bytes += nbytes
+        self.total_bytes += nbytes
+
+    def _flush(self) -> None:
+        tmp_name = f"shard-{len(self._written):05d}.tmp"
+        save_file(self._pending, str(self.directory / tmp_name), metadata={"format": "pt"})
+        self._written.append((tmp_name, list(self._pending)))
+        self._pending, self._pending_bytes = {}, 0
+
+    def close(self) -> list[str]:
+        """Name the shards `model-0000i-of-0000n.safetensors`, write the index; return shard names."""
+        if self._pending or not self._written:
+            self._flush()
+        n = len(self._written)
+        if n == 1:
+            os.replace(self.directory / self._written[0][0], self.directory / SINGLE_NAME)
+            return [SINGLE_NAME]
+        weight_map, names = {}, []
+        for i, (tmp_name, tensors) in enumerate(self._written):
+            final = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            os.replace(self.directory / tmp_name, self.directory / final)
+            names.append(final)
+            weight_map.update({t: final for t in tensors})
+        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+        (self.directory / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+        return names
+
+
+@contextmanager
+def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside `out`; rename it to `out` only if the block succeeds.
+
+    On any error (or Ctrl-C) the temporary directory is removed and `out` is untouched.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise QuantkitError(f"{out}: already exists; choose another --out or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

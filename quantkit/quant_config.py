@@ -1,0 +1,98 @@
+"""The `quantization_config` block of a GPTQ variant's config.json, and how loaders read it.
+
+Base fields (bits, group_size, sym, desc_act) take the most common scheme among quantized modules
+(the routed experts). `dynamic` (GPTQModel's format, also read by vLLM and transformers) holds:
+  "+:REGEX": {"bits": .., "group_size": ..}  modules quantized differently from the base
+  "-:REGEX": {}                              modules left unquantized
+Patterns are module names with layer numbers generalised to `\\d+`; expert numbers are kept as an
+explicit alternation where the schemes differ between experts (e.g. vision experts' narrow down_proj).
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+from .errors import QuantkitError
+from .plan import Plan, TensorPlan
+from .quantize.scheme import QuantScheme
+
+_INDEX = re.compile(r"\.\d+\.")
+_EXPERT = re.compile(r"\.experts\.(\d+)\.")
+
+
+def _fields(s: QuantScheme) -> dict:
+    return {"bits": s.bits, "group_size": s.group_size, "sym": s.sym, "desc_act": s.desc_act}
+
+
+def _regex(module: str, expert_ids: set[int] | None = None) -> str:
+    """An anchored regex for `module` with every index generalised to `\\d+`, except expert
+    indices when `expert_ids` is given (then they become an explicit alternation)."""
+    out, pos = [], 0
+    for m in _INDEX.finditer(module):
+        out.append(re.escape(module[pos:m.start()]))
+        is_expert = module[:m.start()].endswith(".experts")
+        if is_expert and expert_ids is not None:
+            out.append(r"\.(?:" + "|".join(str(k) for k in sorted(expert_ids)) + r")\.")
+        else:
+            out.append(r"\.\d+\.")
+        pos = m.end()
+    out.append(re.escape(module[pos:]))
+    return "^" + "".join(out) + "$"
+
+
+def build_quantization_config(plan: Plan) -> dict:
+    quantized = plan.quantized()
+    if not quantized:
+        raise QuantkitError(f"profile {plan.profile.name}: quantizes no tensor of {plan.source}")
+    base = dict(Counter(tuple(_fields(e.scheme).items()) for e in quantized).most_common(1)[0][0])
+    dynamic: dict[str, dict] = {}
+    # Quantized modules that differ from the base, grouped by generalised name and override.
+    groups: dict[tuple, set[int]] = defaultdict(set)
+    for e in quantized:
+        override = tuple((k, v) for k, v in _fields(e.scheme).items() if v != base[k])
+        if override:
+            m = _EXPERT.search(e.module)
+            groups[(_INDEX.sub(".0.", e.module), override)].add(int(m.group(1)) if m else -1)
+    for (module, override), experts in groups.items():
+        ids = experts if ".experts." in module else None
+        dynamic.setdefault(f"+:{_regex(module, ids)}", dict(override))
+    # Kept modules: their float weights stay, so loaders must not look for qweight there.
+    for e in plan.entries:
+        if not e.quantized and _is_module_weight(e):
+            dynamic.setdefault(f"-:{_regex(e.module)}", {})
+    cfg = {"quant_method": "gptq", "checkpoint_format": "gptq", **base, "dynamic": dynamic}
+    # Generalised patterns can swallow an exception (one layer planned differently): pin those
+    # modules with exact rules in front, since loaders take the first matching rule.
+    exact = {}
+    for e in plan.entries:
+        if _is_module_weight(e) or e.quantized:
+            if module_scheme(cfg, e.module) != _comparable(e.scheme):
+                exact[f"+:^{re.escape(e.module)}$" if e.quantized else f"-:^{re.escape(e.module)}$"] = (
+                    {k: v for k, v in _fields(e.scheme).items() if v != base[k]} if e.quantized else {})
+    if exact:
+        cfg["dynamic"] = {**exact, **dynamic}
+    return cfg
+
+
+def _comparable(s: QuantScheme | None) -> QuantScheme | None:
+    return None if s is None else QuantScheme(bits=s.bits, group_size=s.group_size, sym=s.sym, desc_act=s.desc_act)
+
+
+def _is_module_weight(e: TensorPlan) -> bool:
+    return e.name.endswith((".weight", ".weight_1")) and len(e.shape) == 2
+
+
+def module_scheme(qcfg: dict, module: str) -> QuantScheme | None:
+    """How a GPTQModel-style loader reads `module`: None if a `-:` rule skips it, else the base
+    scheme with the first matching `+:` (or bare) rule's overrides."""
+    fields = {k: qcfg[k] for k in ("bits", "group_size", "sym", "desc_act") if k in qcfg}
+    for key, override in (qcfg.get("dynamic") or {}).items():
+        neg = key.startswith("-:")
+        rx = key[2:] if key[:2] in ("-:", "+:") else key
+        if re.match(rx, module):
+            if neg:
+                return None
+            fields.update({k: v for k, v in override.items() if k in fields or k in ("bits", "group_size", "sym")})
+            break
+    return QuantScheme(bits=int(fields["bits"]), group_size=int(fields["group_size"]),
+                       sym=bool(fields.get("sym", True)), desc_act=bool(fields.get("desc_act", False)))

@@ -1,0 +1,271 @@
+"""GPTQ (Frantar et al., 2022) batched over a stack of same-shaped matrices, e.g. the experts of a layer.
+
+Follows the reference IST-DASLab/gptq `gptq.py` `GPTQ.fasterquant` (as carried into GPTQModel
+`gptqmodel/quantization/gptq.py`), reimplemented so that every step runs on all B matrices at once:
+one batched Cholesky, and per column of the lazy-batch block a [B, out] quantize + rank-1 update,
+then a bmm to push each block's error onto the remaining columns. The only Python loop is over
+columns, as in the reference; none is over experts.
+
+Behaviour kept from the reference:
+- H is the layer-input Hessian 2/n X^T X of shape [in, in] per matrix.
+- dead inputs (H[i, i] == 0, the column never saw a non-zero input): H[i, i] = 1 and W[:, i] = 0;
+- damping: lambda = damp * mean(diag H) added to the diagonal;
+- inverse via Cholesky, then the upper Cholesky factor of H^-1 drives the updates;
+- non-static groups take their scale/zero when the group's first column is reached, from W as it
+  stands at the start of the current block (columns of the current block do not yet carry the
+  in-block updates: the reference reads W, not its working copy W1);
+- act_order: columns in descending diag(H) order; groups are consecutive runs of that order, so
+  g_idx[i] is not i // group_size; with static_groups the groups are fixed on the original column
+  order before GPTQ runs (g_idx[i] = i // group_size) and only the processing order changes.
+Additions:
+- scale/zero conventions and fp16-rounded scales are those of `rtn.group_scale_zero`;
+- an expert whose Hessian is all zero (it received no calibration tokens) gets the identity
+  Hessian: with no off-diagonal terms nothing is propagated and GPTQ reduces to exactly RTN. It is
+  reported in `GPTQResult.rtn_fallback`; its weights are not zeroed as dead columns would be;
+- if a Cholesky factorisation fails (or yields non-finite values) for an expert, its damping is
+  multiplied by 10 and retried, for that expert only; the fraction used is in `GPTQResult.damp`;
+- argsort for act_order is stable, so ties (an identity Hessian) keep the original order.
+- per-channel scales are taken after dead columns are zeroed (the reference takes them before).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from quantkit.quantize.rtn import dequantize_codes, group_scale_zero, quantize_codes, resolve_group_size
+from quantkit.quantize.scheme import QuantizedWeight
+
+_DAMP_GROWTH = 10.0
+_DAMP_TRIES = 6
+
+
+@dataclass
+class GPTQResult:
+    """Quantized stack of B matrices [out, in]; index it (or split()) for per-matrix weights."""
+
+    codes: torch.Tensor  # int32 [B, out, in]
+    scales: torch.Tensor  # fp32 [B, n_groups, out], fp16-representable
+    zeros: torch.Tensor  # int32 [B, n_groups, out]
+    g_idx: torch.Tensor  # int32 [B, in]
+    bits: int
+    group_size: int  # the real group length
+    sym: bool
+    rtn_fallback: torch.Tensor  # bool [B]: all-zero Hessian (no calibration tokens), RTN used
+    damp: torch.Tensor  # fp32 [B]: damping fraction of mean(diag H) that made Cholesky succeed
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def __getitem__(self, b: int) -> QuantizedWeight:
+        return QuantizedWeight(
+            self.codes[b], self.scales[b], self.zeros[b], self.g_idx[b], self.bits, self.group_size, self.sym
+        )
+
+    def split(self) -> list[QuantizedWeight]:
+        return [self[b] for b in range(len(self))]
+
+    def dequantize(self) -> torch.Tensor:
+        """[B, out, in] fp32."""
+        return torch.stack([qw.dequantize() for qw in self.split()])
+
+    @property
+    def fallback_experts(self) -> list[int]:
+        return self.rtn_fallback.nonzero().flatten().tolist()
+
+    @classmethod
+    def cat(cls, results: list[GPTQResult]) -> GPTQResult:
+        first = results[0]
+        fields = ("codes", "scales", "zeros", "g_idx", "rtn_fallback", "damp")
+        stacked = {name: torch.cat([getattr(r, name) for r in results]) for name in fields}
+        return cls(bits=first.bits, group_size=first.group_size, sym=first.sym, **stacked)
+
+
+def reconstruction_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:
+    """trace((W - W_hat) H (W - W_hat)^T), the layer-output error GPTQ minimises; batches over leading dims."""
+    diff = (w - w_hat).float()
+    return ((diff @ hessian.float()) * diff).sum(dim=(-2, -1))
+
+
+def _checked_inputs(weight: torch.Tensor, hessian: torch.Tensor, damp: float, block_size: int):
+    if weight.dim() != 3 or hessian.dim() != 3:
+        raise ValueError(f"expected weight [B, out, in] and hessian [B, in, in], got "
+                         f"{tuple(weight.shape)} and {tuple(hessian.shape)}")
+    n_mats, _, in_features = weight.shape
+    if tuple(hessian.shape) != (n_mats, in_features, in_features):
+        raise ValueError(f"hessian shape {tuple(hessian.shape)} does not match weight {tuple(weight.shape)}")
+    if not (torch.isfinite(weight).all() and torch.isfinite(hessian).all()):
+        raise ValueError("weight or hessian holds NaN or inf")
+    if damp <= 0:
+        raise ValueError(f"damp must be > 0, got {damp}")
+    if block_size <= 0:
+        raise ValueError(f"block_size must be > 0, got {block_size}")
+    # fp32 copies: the solver updates both in place and must not touch the caller's tensors.
+    return weight.to(torch.float32, copy=True), hessian.to(torch.float32, copy=True)
+
+
+def _replace_empty_hessians(hessian: torch.Tensor) -> torch.Tensor:
+    """Set all-zero Hessians to the identity (GPTQ then equals RTN); returns which ones were."""
+    empty = (hessian.diagonal(dim1=1, dim2=2) == 0).all(dim=1)  # a PSD matrix with zero diagonal is 0
+    hessian[empty] = torch.eye(hessian.shape[-1])
+    return empty
+
+
+def _drop_dead_columns(weight: torch.Tensor, hessian: torch.Tensor) -> None:
+    """Inputs that were always zero: their weights cannot matter on the calibration data (reference)."""
+    diag = hessian.diagonal(dim1=1, dim2=2)
+    dead = diag == 0
+    diag[dead] = 1.0
+    weight.masked_fill_(dead.unsqueeze(1), 0.0)
+
+
+def _column_order(hessian: torch.Tensor, act_order: bool) -> torch.Tensor:
+    n_mats, in_features, _ = hessian.shape
+    if act_order:
+        return torch.argsort(hessian.diagonal(dim1=1, dim2=2), dim=1, descending=True, stable=True)
+    return torch.arange(in_features).expand(n_mats, in_features)
+
+
+def _permute(weight: torch.Tensor, hessian: torch.Tensor, perm: torch.Tensor):
+    n_mats, out_features, in_features = weight.shape
+    weight = torch.gather(weight, 2, perm.unsqueeze(1).expand(n_mats, out_features, in_features))
+    hessian = torch.gather(hessian, 1, perm.unsqueeze(2).expand(n_mats, in_features, in_features))
+    hessian = torch.gather(hessian, 2, perm.unsqueeze(1).expand(n_mats, in_features, in_features))
+    return weight, hessian
+
+
+def _inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upper Cholesky factor of (H + lambda I)^-1 per matrix, lambda = frac * mean(diag H).
+
+    frac starts at damp; matrices whose factorisation fails get frac * 10 and are retried alone.
+    """
+    n_mats = hessian.shape[0]
+    mean_diag = hessian.diagonal(dim1=1, dim2=2).mean(dim=1)
+    frac = torch.full((n_mats,), float(damp))
+    factor = torch.empty_like(hessian)
+    todo = torch.ones(n_mats, dtype=torch.bool)
+    for _ in range(_DAMP_TRIES):
+        idx = todo.nonzero().flatten()
+        damped = hessian[idx]  # advanced indexing copies
+        damped.diagonal(dim1=1, dim2=2).add_((frac[idx] * mean_diag[idx]).unsqueeze(1))
+        chol, info = torch.linalg.cholesky_ex(damped)
+        upper, info_inv = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
+        ok = (info == 0) & (info_inv == 0) & torch.isfinite(upper).all(dim=2).all(dim=1)
+        factor[idx[ok]] = upper[ok]
+        todo[idx[ok]] = False
+        if not todo.any():
+            return factor, frac
+        frac[todo] *= _DAMP_GROWTH
+    raise RuntimeError(
+        f"Cholesky of the damped Hessian failed for matrices {todo.nonzero().flatten().tolist()} "
+        f"even at damp {frac[todo].max().item():g} x mean(diag H)"
+    )
+
+
+def _static_group_params(weight: torch.Tensor, group: int, bits: int, sym: bool):
+    """Scale/zero of every group from the (dead-zeroed) weight before GPTQ: [B, n_groups, out] each."""
+    n_mats, out_features, in_features = weight.shape
+    scale, zero = group_scale_zero(weight.reshape(n_mats, out_features, in_features // group, group), bits, sym)
+    return scale.transpose(1, 2).contiguous(), zero.transpose(1, 2).contiguous()
+
+
+def _solve(weight, hinv, col_group, group, bits, sym, block_size, static_params):
+    """The GPTQ column sweep on permuted weight/factor. Returns fp32 codes [B, out, in] in processing
+    order and the per-group scales and zeros [B, n_groups, out]."""
+    n_mats, out_features, in_features = weight.shape
+    if static_params is None:
+        scales = weight.new_zeros(n_mats, in_features // group, out_features)
+        zeros = torch.zeros_like(scales)
+    else:
+        scales, zeros = static_params
+    codes = torch.empty_like(weight)
+    mats = torch.arange(n_mats)
+    for i1 in range(0, in_features, block_size):
+        i2 = min(i1 + block_size, in_features)
+        w_block = weight[:, :, i1:i2].clone()
+        err_block = torch.empty_like(w_block)
+        hinv_block = hinv[:, i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if static_params is None and col % group == 0:
+                scales[:, col // group], zeros[:, col // group] = group_scale_zero(
+                    weight[:, :, col:col + group], bits, sym
+                )
+            scale, zero = scales[mats, col_group[:, col]], zeros[mats, col_group[:, col]]
+            w = w_block[:, :, i]
+            q = quantize_codes(w, scale, zero, bits)
+            codes[:, :, col] = q
+            err = (w - dequantize_codes(q, scale, zero)) / hinv_block[:, i, i].unsqueeze(1)
+            w_block[:, :, i + 1:] -= err.unsqueeze(2) * hinv_block[:, i, i + 1:].unsqueeze(1)
+            err_block[:, :, i] = err
+        weight[:, :, i2:] -= torch.bmm(err_block, hinv[:, i1:i2, i2:])
+    return codes, scales, zeros
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    *,
+    bits: int,
+    group_size: int,
+    sym: bool,
+    damp: float = 0.01,
+    block_size: int = 128,
+    act_order: bool = False,
+    static_groups: bool = False,
+) -> GPTQResult:
+    """GPTQ of B matrices weight [B, out, in] with their Hessians [B, in, in], all at once.
+
+    group_size -1 is per-channel, otherwise it must divide in. Inputs are copied to fp32; memory is
+    about 3 B in^2 + 3 B out in floats, so split very large expert stacks into chunks.
+    """
+    w, h = _checked_inputs(weight, hessian, damp, block_size)
+    n_mats, _, in_features = w.shape
+    group = resolve_group_size(group_size, in_features)
+
+    rtn_fallback = _replace_empty_hessians(h)
+    _drop_dead_columns(w, h)
+    static_params = _static_group_params(w, group, bits, sym) if static_groups else None
+    perm = _column_order(h, act_order)
+    if act_order:
+        w, h = _permute(w, h, perm)
+    # The group each processed column belongs to: static groups follow the original column index.
+    position = perm if static_groups else torch.arange(in_features).expand(n_mats, in_features)
+    col_group = position // group
+
+    hinv, damp_used = _inverse_hessian_factor(h, damp)
+    codes, scales, zeros = _solve(w, hinv, col_group, group, bits, sym, block_size, static_params)
+
+    # Back to the original column order: processed column j is original column perm[:, j].
+    codes = torch.empty_like(codes).scatter_(2, perm.unsqueeze(1).expand_as(codes), codes)
+    g_idx = torch.empty_like(perm).scatter_(1, perm, col_group)
+    return GPTQResult(
+        codes=codes.to(torch.int32),
+        scales=scales,
+        zeros=zeros.to(torch.int32),
+        g_idx=g_idx.to(torch.int32),
+        bits=bits,
+        group_size=group,
+        sym=sym,
+        rtn_fallback=rtn_fallback,
+        damp=damp_used,
+    )
+
+
+def gptq_quantize_one(weight: torch.Tensor, hessian: torch.Tensor, **kwargs) -> QuantizedWeight:
+    """GPTQ of one matrix [out, in] with its Hessian [in, in]; keyword arguments as gptq_quantize.
+
+    An all-zero Hessian falls back to RTN with a warning (gptq_quantize reports it as a flag).
+    """
+    result = gptq_quantize(weight.unsqueeze(0), hessian.unsqueeze(0), **kwargs)
+    if result.rtn_fallback[0]:
+        warnings.warn("all-zero Hessian (no calibration inputs): quantized with RTN instead of GPTQ")
+    return result[0]
+
+
+def per_expert_reference(weight: torch.Tensor, hessian: torch.Tensor, **kwargs) -> GPTQResult:
+    """The same algorithm run one matrix at a time in a Python loop; a check on the batched path."""
+    return GPTQResult.cat(
+        [gptq_quantize(weight[b:b + 1], hessian[b:b + 1], **kwargs) for b in range(weight.shape[0])]
+    )

@@ -1,0 +1,1 @@
+QUANTKIT_VERSION = "0.1.0"
