@@ -88,3 +88,116 @@ class Adapter:
     def model_class(self):
         import transformers
         return getattr(transformers, self.model_class_name)
+
+    def runner(self) -> "LayerRunner":
+        """The layer-by-layer runner for this family (calibration, sequential GPTQ)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def input_group(module: str) -> str:
+        """Modules that read the same input share one Hessian: q/k/v, and gate/up."""
+        for members, shared in ((("q_proj", "k_proj", "v_proj"), "qkv_proj"), (("gate_proj", "up_proj"), "gate_up_proj")):
+            head, _, last = module.rpartition(".")
+            if last in members:
+                return f"{head}.{shared}"
+        return module
+
+
+class LayerRunner:
+    """How to run a family's model one decoder layer at a time (used by calibration and by
+    sequential GPTQ). Subclasses name the transformers pieces; the streaming logic is generic."""
+
+    layer_class_name: str = ""
+    modeling_module: str = ""
+
+    def __init__(self, adapter: "Adapter"):
+        self.adapter = adapter
+        self.config = adapter.native_config()
+
+    # -- pieces a family must name ---------------------------------------------------------------
+    def text_config(self):
+        return self.config
+
+    def decoder_layers(self, model):
+        """The ModuleList of decoder layers inside a model instance."""
+        raise NotImplementedError
+
+    def final_norm_and_head(self, model):
+        raise NotImplementedError
+
+    def layer_state(self, tensors: dict, layer: int) -> dict:
+        """On-disk tensors of one layer -> the decoder layer module's state dict."""
+        raise NotImplementedError
+
+    def moe_blocks(self, layer_module) -> list[tuple[str, object, object]]:
+        """(modality, router module, fused experts module) of a decoder layer, [] for dense."""
+        raise NotImplementedError
+
+    def expert_module_name(self, layer: int, modality: str, expert: int, proj: str) -> str:
+        raise NotImplementedError
+
+    # -- generic -------------------------------------------------------------------------------
+    def layer_prefix(self, layer: int) -> str:
+        return f"model.layers.{layer}."
+
+    def prefix_model(self, ckpt):
+        """The model without decoder layers (embeddings, vision tower, resampler, norm, head), loaded
+        through transformers so its key conversions apply. Memory: everything but the layers."""
+        import copy
+
+        import torch
+
+        cfg = copy.deepcopy(self.config)
+        text = cfg.text_config if hasattr(cfg, "text_config") else cfg
+        text.num_hidden_layers = 0
+        text.mlp_layer_types = []
+        for attr in ("moe_layer_start_index", "moe_layer_end_index"):
+            if hasattr(text, attr):
+                setattr(text, attr, 0)
+        layer_prefix = "model.layers."
+        state = {n: _f32(ckpt.read(n)) for n in ckpt.names() if not n.startswith(layer_prefix)}
+        model = self.adapter.model_class().from_pretrained(None, config=cfg, state_dict=state, dtype=torch.float32)
+        # The forward loops over `layers[:num_hidden_layers]`: restore the real count wherever the
+        # model keeps a config, so a stand-in first layer gets called.
+        real = self.text_config().num_hidden_layers
+        # Layers built alone must use the attention/experts kernels the loaded model chose (with
+        # sdpa the causal mask is implicit: an eager layer given the same `None` mask would not be causal).
+        loaded = getattr(model.config, "text_config", model.config)
+        for attr in ("_attn_implementation", "_experts_implementation"):
+            if getattr(loaded, attr, None) is not None:
+                setattr(self.text_config(), attr, getattr(loaded, attr))
+        for sub in model.modules():
+            c = getattr(sub, "config", None)
+            c = getattr(c, "text_config", c)
+            if c is not None and hasattr(c, "num_hidden_layers") and not hasattr(c, "depth"):
+                c.num_hidden_layers = real
+        return model.eval()
+
+    def build_layer(self, ckpt, layer: int, overrides: dict | None = None):
+        """Decoder layer `layer` with its weights from the checkpoint (or `overrides`, by on-disk
+        name, e.g. dequantized weights in sequential mode)."""
+        import torch
+
+        module = self._layer_class()(self.text_config(), layer)
+        prefix = self.layer_prefix(layer)
+        names = [n for n in ckpt.names() if n.startswith(prefix)]
+        tensors = ckpt.read_many(names)
+        if overrides:
+            tensors.update({n: t for n, t in overrides.items() if n.startswith(prefix)})
+        state = self.layer_state({n[len(prefix):]: _f32(t) for n, t in tensors.items()}, layer)
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        missing = [m for m in missing if "inv_freq" not in m]
+        if missing or unexpected:
+            from ..errors import QuantkitError
+            raise QuantkitError(f"layer {layer}: checkpoint tensors do not fit the model "
+                                f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return module.to(torch.float32).eval()
+
+    def _layer_class(self):
+        import importlib
+        mod = importlib.import_module(self.modeling_module)
+        return getattr(mod, self.layer_class_name)
+
+
+def _f32(t):
+    return t.float() if t.is_floating_point() else t

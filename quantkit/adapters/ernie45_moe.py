@@ -6,9 +6,13 @@ On disk: model.layers.N.mlp.experts.K.{gate,up,down}_proj.weight, router `mlp.ga
 """
 from __future__ import annotations
 
+import re
+
+import torch
+
 from ..errors import QuantkitError
 from ..roles import Role
-from .base import Adapter, MoEShape, NameRule
+from .base import Adapter, LayerRunner, MoEShape, NameRule
 from .ernie45_vl import _PROJ
 
 
@@ -64,6 +68,45 @@ class Ernie45MoeAdapter(Adapter):
             NameRule(r"lm_head\.weight", lambda m: Role("lm_head")),
         ]
 
+    def runner(self) -> "Ernie45MoeRunner":
+        return Ernie45MoeRunner(self)
+
     def native_config(self):
         from transformers import Ernie4_5_MoeConfig
         return Ernie4_5_MoeConfig(**{k: v for k, v in self.config.items() if k != "quantization_config"})
+
+
+class Ernie45MoeRunner(LayerRunner):
+    modeling_module = "transformers.models.ernie4_5_moe.modeling_ernie4_5_moe"
+    layer_class_name = "Ernie4_5_MoeDecoderLayer"
+
+    def decoder_layers(self, model):
+        return model.model.layers
+
+    def final_norm_and_head(self, model):
+        return model.model.norm, model.lm_head
+
+    def layer_state(self, tensors: dict, layer: int) -> dict:
+        """Per-expert on-disk tensors -> fused in-memory experts; the router bias moves under the gate."""
+        state, experts = {}, {}
+        for name, t in tensors.items():
+            m = re.fullmatch(r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", name)
+            if m:
+                experts[(int(m[1]), m[2])] = t
+            elif name == "mlp.moe_statics.e_score_correction_bias":
+                state["mlp.gate.moe_statics.e_score_correction_bias"] = t
+            else:
+                state[name] = t
+        if experts:
+            ids = range(self.adapter.shape.experts["text"])
+            state["mlp.experts.gate_up_proj"] = torch.stack(
+                [torch.cat([experts[(k, "gate")], experts[(k, "up")]]) for k in ids])
+            state["mlp.experts.down_proj"] = torch.stack([experts[(k, "down")] for k in ids])
+        return state
+
+    def moe_blocks(self, layer_module):
+        mlp = layer_module.mlp
+        return [("text", mlp.gate, mlp.experts)] if hasattr(mlp, "experts") else []
+
+    def expert_module_name(self, layer: int, modality: str, expert: int, proj: str) -> str:
+        return f"model.layers.{layer}.mlp.experts.{expert}.{proj}_proj"

@@ -11,9 +11,13 @@ remote-code `ernie4_5_moe_vl` (flat fields, `moe_num_experts: [E, E]`, `im_patch
 """
 from __future__ import annotations
 
+import re
+
+import torch
+
 from ..errors import QuantkitError
 from ..roles import Role
-from .base import Adapter, MoEShape, NameRule
+from .base import Adapter, LayerRunner, MoEShape, NameRule
 
 NATIVE = "ernie4_5_vl_moe"
 REMOTE = "ernie4_5_moe_vl"
@@ -109,6 +113,9 @@ class Ernie45VLAdapter(Adapter):
             NameRule(r"model\.resampler_model\..+", lambda m: Role("resampler")),
         ]
 
+    def runner(self) -> "Ernie45VLRunner":
+        return Ernie45VLRunner(self)
+
     def native_config(self):
         from transformers import Ernie4_5_VLMoeConfig
 
@@ -151,3 +158,52 @@ def remote_to_native(c: dict, shape: MoEShape) -> dict:
     if "im_patch_id" in c:
         out["image_token_id"] = int(c["im_patch_id"])
     return out
+
+
+class Ernie45VLRunner(LayerRunner):
+    modeling_module = "transformers.models.ernie4_5_vl_moe.modeling_ernie4_5_vl_moe"
+    layer_class_name = "Ernie4_5_VLMoeDecoderLayer"
+
+    def text_config(self):
+        return self.config.text_config
+
+    def decoder_layers(self, model):
+        return model.model.language_model.layers
+
+    def final_norm_and_head(self, model):
+        return model.model.language_model.norm, model.lm_head
+
+    def layer_state(self, tensors: dict, layer: int) -> dict:
+        """Per-expert on-disk tensors -> fused in-memory experts, per modality; routers transposed."""
+        e = self.adapter.shape.experts["text"]
+        state, experts = {}, {}
+        for name, t in tensors.items():
+            m = re.fullmatch(r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", name)
+            if m:
+                experts[(int(m[1]), m[2])] = t
+            elif name == "mlp.gate.weight":
+                state["mlp.text_moe.gate.weight"] = t.T.contiguous()
+            elif name == "mlp.gate.weight_1":
+                state["mlp.vision_moe.gate.weight"] = t.T.contiguous()
+            elif name == "mlp.moe_statics.e_score_correction_bias":
+                state["mlp.text_moe.gate.moe_statics.e_score_correction_bias"] = t[0:1].clone()
+                state["mlp.vision_moe.gate.moe_statics.e_score_correction_bias"] = t[1:2].clone()
+            else:
+                state[name] = t
+        if experts:
+            for modality, ids in (("text", range(e)), ("vision", range(e, 2 * e))):
+                state[f"mlp.{modality}_moe.experts.gate_up_proj"] = torch.stack(
+                    [torch.cat([experts[(k, "gate")], experts[(k, "up")]]) for k in ids])
+                state[f"mlp.{modality}_moe.experts.down_proj"] = torch.stack([experts[(k, "down")] for k in ids])
+        return state
+
+    def moe_blocks(self, layer_module):
+        mlp = layer_module.mlp
+        if not hasattr(mlp, "text_moe"):
+            return []
+        return [("text", mlp.text_moe.gate, mlp.text_moe.experts),
+                ("vision", mlp.vision_moe.gate, mlp.vision_moe.experts)]
+
+    def expert_module_name(self, layer: int, modality: str, expert: int, proj: str) -> str:
+        k = expert + (self.adapter.shape.experts["text"] if modality == "vision" else 0)
+        return f"model.layers.{layer}.mlp.experts.{k}.{proj}_proj"

@@ -1,13 +1,14 @@
 """GPTQ (Frantar et al., 2022) batched over a stack of same-shaped matrices, e.g. the experts of a layer.
 
-Follows the reference IST-DASLab/gptq `gptq.py` `GPTQ.fasterquant` (as carried into GPTQModel
-`gptqmodel/quantization/gptq.py`), reimplemented so that every step runs on all B matrices at once:
+Follows the column loop of the reference IST-DASLab/gptq `gptq.py` `GPTQ.fasterquant` (the same
+loop, group handling included, is in GPTQModel's `gptq.py`), reimplemented, not copied, so that
+every step runs on all B matrices at once:
 one batched Cholesky, and per column of the lazy-batch block a [B, out] quantize + rank-1 update,
 then a bmm to push each block's error onto the remaining columns. The only Python loop is over
 columns, as in the reference; none is over experts.
 
 Behaviour kept from the reference:
-- H is the layer-input Hessian 2/n X^T X of shape [in, in] per matrix.
+- H is the layer-input Hessian 2/n X^T X of shape [in, in] per matrix;
 - dead inputs (H[i, i] == 0, the column never saw a non-zero input): H[i, i] = 1 and W[:, i] = 0;
 - damping: lambda = damp * mean(diag H) added to the diagonal;
 - inverse via Cholesky, then the upper Cholesky factor of H^-1 drives the updates;
@@ -24,7 +25,7 @@ Additions:
   reported in `GPTQResult.rtn_fallback`; its weights are not zeroed as dead columns would be;
 - if a Cholesky factorisation fails (or yields non-finite values) for an expert, its damping is
   multiplied by 10 and retried, for that expert only; the fraction used is in `GPTQResult.damp`;
-- argsort for act_order is stable, so ties (an identity Hessian) keep the original order.
+- argsort for act_order is stable, so ties (an identity Hessian) keep the original order;
 - per-channel scales are taken after dead columns are zeroed (the reference takes them before).
 """
 from __future__ import annotations
@@ -217,8 +218,8 @@ def gptq_quantize(
 ) -> GPTQResult:
     """GPTQ of B matrices weight [B, out, in] with their Hessians [B, in, in], all at once.
 
-    group_size -1 is per-channel, otherwise it must divide in. Inputs are copied to fp32; memory is
-    about 3 B in^2 + 3 B out in floats, so split very large expert stacks into chunks.
+    group_size -1 is per-channel, otherwise it must divide in. Inputs are copied to fp32; peak memory
+    is roughly 6 B in^2 + 4 B out in fp32 values, so split very large expert stacks into chunks.
     """
     w, h = _checked_inputs(weight, hessian, damp, block_size)
     n_mats, _, in_features = w.shape

@@ -1,0 +1,270 @@
+"""Run a model one decoder layer at a time and accumulate, for every quantizable linear, the input
+second moment H = XᵀX (fp32) with its token count.
+
+Only the prefix (embeddings, vision tower, resampler, norm, head) and one decoder layer are in memory
+at once; the hidden states of all samples are carried from layer to layer, so peak memory does not
+grow with depth. Routed experts see exactly the tokens the model routes to them (the hook sits on the
+fused experts module and reads the router's own top-k), separately per modality, as
+`moe_mm_token_type_ids` splits them.
+
+Expert coverage modes:
+  routed  each expert's H from the tokens routed to it (natural top-k)
+  all     each expert's H from every token of its modality (the layer output still uses real routing)
+  auto    routed, but an expert with fewer than `min_tokens` routed tokens is calibrated on every
+          token of its modality (default: no expert is left without data while a modality has tokens)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..adapters.base import Adapter, LayerRunner
+from ..checkpoint import Checkpoint
+
+MODES = ("auto", "routed", "all")
+
+
+class _Captured(Exception):
+    pass
+
+
+class _Catcher(nn.Module):
+    """Stands in for the first decoder layer: records what the model passes it, then stops."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = None
+        self.kwargs = None
+
+    def forward(self, hidden_states, *args, **kwargs):
+        self.hidden, self.kwargs = hidden_states, kwargs
+        raise _Captured
+
+
+@dataclass
+class LayerCalibration:
+    """The statistics of one decoder layer. `hessians[key]` is the running sum of XᵀX; `groups`
+    maps an input group (`...self_attn.qkv_proj`, `...experts.5.gate_up_proj`, `...down_proj`) to
+    its key, so experts calibrated on all tokens of their modality can share one matrix."""
+
+    layer: int
+    hessians: dict[str, torch.Tensor] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # group -> routed / all / dense
+    routing: dict[str, dict] = field(default_factory=dict)
+
+    def add(self, key: str, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).float()
+        if x.shape[0] == 0:
+            return
+        h = self.hessians.get(key)
+        xtx = x.T @ x
+        self.hessians[key] = xtx if h is None else h.add_(xtx)
+        self.tokens[key] = self.tokens.get(key, 0) + x.shape[0]
+
+    def hessian(self, group: str) -> tuple[torch.Tensor | None, int]:
+        """Mean XᵀX of an input group (None when it saw no tokens)."""
+        key = self.groups.get(group)
+        n = self.tokens.get(key, 0) if key else 0
+        if not n:
+            return None, 0
+        return self.hessians[key] / n, n
+
+
+class _LayerHooks:
+    """Forward hooks that fill a LayerCalibration while the real layer runs."""
+
+    def __init__(self, runner: LayerRunner, adapter: Adapter, layer_idx: int, module: nn.Module,
+                 calib: LayerCalibration, mode: str, supplement: dict[str, set[int]] | None = None):
+        self.runner, self.adapter, self.n, self.calib, self.mode = runner, adapter, layer_idx, calib, mode
+        self.supplement = supplement  # second pass: only these experts, on all tokens
+        self.handles = []
+        self._last_input: dict[str, torch.Tensor] = {}
+        prefix = runner.layer_prefix(layer_idx)
+        if supplement is None:
+            for rel, sub in module.named_modules():
+                if isinstance(sub, nn.Linear):
+                    group = adapter.input_group(prefix + rel)
+                    self.handles.append(sub.register_forward_pre_hook(self._linear_hook(group)))
+        for modality, gate, experts in runner.moe_blocks(module):
+            if supplement is None:
+                self.handles.append(gate.register_forward_hook(self._router_hook(modality)))
+            self.handles.append(experts.register_forward_pre_hook(self._experts_hook(modality, experts)))
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+    def _linear_hook(self, group: str):
+        def hook(module, args):
+            x = args[0]
+            if self._last_input.get(group) is x:  # q/k/v (gate/up) read the same tensor: count once
+                return
+            self._last_input[group] = x
+            self.calib.groups[group] = group
+            self.calib.sources[group] = "dense"
+            self.calib.add(group, x)
+        return hook
+
+    def _router_hook(self, modality: str):
+        def hook(module, args, output):
+            logits, weights = output[0], output[1]
+            if logits.numel() == 0:
+                return
+            p = torch.softmax(logits.float(), -1)
+            stats = self.calib.routing.setdefault(modality, {"tokens": 0, "entropy_sum": 0.0, "topk_weight_sum": None})
+            stats["tokens"] += logits.shape[0]
+            stats["entropy_sum"] += float(-(p * p.clamp_min(1e-30).log()).sum(-1).sum())
+            w = weights.float().sort(-1, descending=True).values.sum(0)
+            stats["topk_weight_sum"] = w if stats["topk_weight_sum"] is None else stats["topk_weight_sum"] + w
+        return hook
+
+    def _experts_hook(self, modality: str, experts: nn.Module):
+        def hook(module, args):
+            x, top_k_index = args[0], args[1]
+            if x.shape[0] == 0:
+                return
+            x = x.float()
+            n_exp = experts.gate_up_proj.shape[0]
+            if self.supplement is not None:
+                for k in sorted(self.supplement.get(modality, ())):
+                    self._add_expert(modality, experts, k, x, "all")
+                return
+            counts = torch.bincount(top_k_index.reshape(-1), minlength=n_exp)[:n_exp]
+            stats = self.calib.routing.setdefault(modality, {})
+            stats["expert_tokens"] = (stats.get("expert_tokens", torch.zeros(n_exp, dtype=torch.long)) + counts)
+            all_key = self._all_gate_up_key(modality)
+            if self.mode in ("all", "auto"):
+                self.calib.add(all_key, x)
+            for k in range(n_exp):
+                if self.mode == "all":
+                    self._add_expert(modality, experts, k, x, "all")
+                elif counts[k]:
+                    rows = (top_k_index == k).any(-1)
+                    self._add_expert(modality, experts, k, x[rows], "routed")
+        return hook
+
+    def _all_gate_up_key(self, modality: str) -> str:
+        return f"{self.runner.layer_prefix(self.n)}mlp.experts.{modality}.all_tokens.gate_up_proj"
+
+    def _add_expert(self, modality: str, experts: nn.Module, k: int, x: torch.Tensor, source: str):
+        gu = experts.gate_up_proj[k].float()
+        inter = gu.shape[0] // 2
+        gate, up = (x @ gu.T).split(inter, dim=-1)
+        h = experts.act_fn(gate) * up
+        gate_up = self.adapter.input_group(self.runner.expert_module_name(self.n, modality, k, "gate"))
+        down = self.runner.expert_module_name(self.n, modality, k, "down")
+        down_key = down if source == "routed" else f"{down}.all_tokens"
+        gate_up_key = gate_up if source == "routed" else self._all_gate_up_key(modality)
+        if source == "routed":
+            self.calib.add(gate_up_key, x)
+        self.calib.add(down_key, h)
+        self.calib.groups[gate_up], self.calib.groups[down] = gate_up_key, down_key
+        self.calib.sources[gate_up] = self.calib.sources[down] = source
+
+
+def _layer_output(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+@dataclass
+class StreamResult:
+    hidden: list[torch.Tensor]  # last hidden states of every sample (before the final norm)
+    layers: int
+
+
+class LayerStream:
+    """Drives the prefix and then each decoder layer over all samples."""
+
+    def __init__(self, ckpt: Checkpoint, adapter: Adapter):
+        self.ckpt, self.adapter = ckpt, adapter
+        self.runner = adapter.runner()
+        self.prefix = self.runner.prefix_model(ckpt)
+        self.num_layers = adapter.shape.num_layers
+
+    @torch.no_grad()
+    def embed(self, inputs: dict) -> tuple[torch.Tensor, dict]:
+        """One sample through embeddings, vision tower and resampler: the first layer's inputs."""
+        layers = self.runner.decoder_layers(self.prefix)
+        catcher = _Catcher()
+        layers.append(catcher)
+        try:
+            self.prefix(**inputs, use_cache=False)
+        except _Captured:
+            pass
+        finally:
+            del layers[-1]
+        if catcher.hidden is None:
+            raise RuntimeError("the model never reached its first decoder layer")
+        kwargs = {k: v for k, v in catcher.kwargs.items() if k not in ("cache", "past_key_values")}
+        return catcher.hidden.float(), kwargs
+
+    @torch.no_grad()
+    def run(self, samples: list[dict], *, mode: str = "auto", min_tokens: int = 64,
+            on_layer: Callable[[int, LayerCalibration], dict | None] | None = None,
+            collect: bool = True, progress: Callable[[int, int], None] | None = None) -> StreamResult:
+        """Stream every layer. `on_layer(n, calib)` receives each layer's statistics; if it returns
+        replacement weights (by on-disk name) the layer is rebuilt with them and its outputs
+        recomputed before moving on (sequential quantization)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        states = [self.embed(s) for s in samples]
+        for n in range(self.num_layers):
+            layer = self.runner.build_layer(self.ckpt, n)
+            calib = LayerCalibration(n)
+            outputs = self._forward(layer, n, states, calib if collect else None, mode)
+            if collect and mode == "auto":
+                self._supplement(layer, n, states, calib, min_tokens)
+            if collect:
+                _finish_routing(calib)
+            replacement = on_layer(n, calib) if on_layer else None
+            if replacement:
+                layer = self.runner.build_layer(self.ckpt, n, overrides=replacement)
+                outputs = self._forward(layer, n, states, None, mode)
+            states = [(o, kw) for o, (_, kw) in zip(outputs, states)]
+            del layer
+            if progress:
+                progress(n + 1, self.num_layers)
+        return StreamResult([h for h, _ in states], self.num_layers)
+
+    def _forward(self, layer, n, states, calib, mode, supplement=None):
+        hooks = _LayerHooks(self.runner, self.adapter, n, layer, calib, mode, supplement) if calib else None
+        try:
+            return [_layer_output(layer(h, **kw)).float() for h, kw in states]
+        finally:
+            if hooks:
+                hooks.close()
+
+    def _supplement(self, layer, n, states, calib: LayerCalibration, min_tokens: int) -> None:
+        """auto mode: experts under `min_tokens` routed tokens get every token of their modality."""
+        need: dict[str, set[int]] = {}
+        for modality, stats in calib.routing.items():
+            counts = stats.get("expert_tokens")
+            if counts is not None:
+                need[modality] = {k for k, c in enumerate(counts.tolist()) if c < min_tokens}
+        if any(need.values()):
+            self._forward(layer, n, states, calib, "auto", supplement=need)
+
+    @torch.no_grad()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        norm, head = self.runner.final_norm_and_head(self.prefix)
+        return head(norm(hidden))
+
+
+def _finish_routing(calib: LayerCalibration) -> None:
+    """Turn running sums into the per-modality routing statistics that get saved."""
+    for modality, s in list(calib.routing.items()):
+        n = int(s.get("tokens", 0))
+        counts = s.get("expert_tokens")
+        topk = s.get("topk_weight_sum")
+        calib.routing[modality] = {
+            "tokens": n,
+            "tokens_per_expert": counts.tolist() if counts is not None else [],
+            "router_entropy": s["entropy_sum"] / n if n else None,
+            "mean_topk_weights": (topk / n).tolist() if n and topk is not None else [],
+        }
