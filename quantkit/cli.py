@@ -43,6 +43,14 @@ def _handled(fn):
     return wrapper
 
 
+def _with(options):
+    def deco(fn):
+        for o in reversed(options):
+            fn = o(fn)
+        return fn
+    return deco
+
+
 @click.group()
 @click.version_option(package_name="quantkit")
 def main():
@@ -90,9 +98,7 @@ def _quantize_options(fn):
         click.option("--revision", default=None, help="Hub revision of MODEL."),
         click.option("--force", is_flag=True, help="Write a plan that a target runtime cannot load (mixed bits in a fused group)."),
     ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return fn
+    return _with(opts)(fn)
 
 
 @main.command()
@@ -119,20 +125,58 @@ def _print_plan(p) -> None:
         click.echo(f"note: {note}")
 
 
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+_calibration_options = [
+    click.option("--samples", default=None, help="Calibration JSONL file or directory (default: the shipped multimodal set)."),
+    click.option("--mode", type=click.Choice(["auto", "routed", "all"]), default="auto", show_default=True,
+                 help="Expert coverage: routed tokens only, all tokens of the modality, or routed with "
+                      "all-token statistics for experts under --min-tokens."),
+    click.option("--min-tokens", type=int, default=64, show_default=True,
+                 help="Routed tokens below which an expert counts as under-covered."),
+    click.option("--max-tokens", type=int, default=4096, show_default=True, help="Longest sample accepted."),
+]
+
+
 @main.command()
 @_quantize_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to create.")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="A calibration directory from `quantkit calibrate` (else GPTQ calibrates on the fly).")
+@click.option("--sequential", is_flag=True,
+              help="On-the-fly GPTQ where each layer is calibrated on the quantized layers before it.")
+@_with(_calibration_options)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only once the new variant is complete).")
 @click.option("--max-shard-size", default="2GB", show_default=True, help="Largest safetensors shard.")
 @_handled
-def quantize(model, bits, profile, group_size, method, revision, force, out, overwrite, max_shard_size):
+def quantize(model, bits, profile, group_size, method, revision, force, out, calib, sequential, samples, mode,
+             min_tokens, max_tokens, overwrite, max_shard_size):
     """Quantize MODEL (directory or Hub id) into a GPTQ-format variant at --out."""
     from .api import QuantizeOptions, quantize as run
 
     path = run(QuantizeOptions(model=model, out=out, bits=bits, profile=profile, group_size=group_size,
                                method=method, revision=revision, overwrite=overwrite, force=force,
-                               max_shard_size=max_shard_size))
+                               max_shard_size=max_shard_size, calib=calib, samples=samples, mode=mode,
+                               min_tokens=min_tokens, max_tokens=max_tokens, sequential=sequential), log=_log)
     click.echo(f"variant written: {path}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Calibration directory to create.")
+@_with(_calibration_options)
+@click.option("--revision", default=None, help="Hub revision of MODEL.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@_handled
+def calibrate(model, out, samples, mode, min_tokens, max_tokens, revision, overwrite):
+    """Run MODEL layer by layer over multimodal samples; save per-module statistics for GPTQ."""
+    from .api import CalibrateOptions, calibrate as run
+
+    path, _ = run(CalibrateOptions(model=model, out=out, samples=samples, mode=mode, min_tokens=min_tokens,
+                                   max_tokens=max_tokens, revision=revision, overwrite=overwrite), log=_log)
+    click.echo(f"calibration written: {path}")
 
 
 @main.command("build-tiny")

@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable
 
 import torch
 
@@ -62,23 +62,26 @@ def read_manifest(directory: Path) -> dict:
 def write_variant(
     ckpt: Checkpoint,
     plan: Plan,
-    tensors: Iterable[dict[str, torch.Tensor]],
+    produce: Callable[[Callable[[dict[str, torch.Tensor]], None]], None],
     out: Path,
     *,
     overwrite: bool = False,
     max_shard_bytes: int = 2 * 2**30,
     extra: dict | None = None,
 ) -> Path:
-    """`tensors` yields dicts of output tensors (a kept tensor, or one module's qweight/qzeros/
-    scales/g_idx), in any grouping; they are flushed to shards as they come."""
+    """`produce(add)` calls `add` with dicts of output tensors (a kept tensor, or one module's
+    qweight/qzeros/scales/g_idx), in any grouping; they are flushed to shards as they come.
+    `extra` goes into the manifest after `produce` returns, so a producer may fill it in."""
     out = Path(out)
     qcfg = build_quantization_config(plan)  # fail before any heavy work if the plan cannot be described
     started = time.time()
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         writer = ShardWriter(tmp, max_shard_bytes)
-        for group in tensors:
+        def add(group: dict[str, torch.Tensor]) -> None:
             for name, t in group.items():
                 writer.add(name, t)
+
+        produce(add)
         writer.close()
         if writer.total_bytes != plan.predicted_bytes:
             raise QuantkitError(f"internal: wrote {writer.total_bytes} tensor bytes, plan predicted "

@@ -95,7 +95,7 @@ def test_gptq_without_calibration_says_what_to_do(tiny_vl, tmp_path):
 
 
 def test_interrupted_write_leaves_nothing_behind(tiny_vl, tmp_path, monkeypatch):
-    import quantkit.api as api
+    import quantkit.quantize.pipeline as api
 
     calls = {"n": 0}
     real = api.quantize_rtn

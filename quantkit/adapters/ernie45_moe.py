@@ -59,7 +59,7 @@ class Ernie45MoeAdapter(Adapter):
                      lambda m: Role("shared_expert", int(m["n"]), proj=_PROJ[m["p"]])),
             NameRule(L + r"mlp\.gate\.weight", lambda m: Role("router", int(m["n"]), "text")),
             NameRule(L + r"mlp\.moe_statics\.e_score_correction_bias", lambda m: Role("router_bias", int(m["n"]))),
-            NameRule(L + P + r"\.(weight|bias)", lambda m: Role("dense_mlp", int(m["n"]), proj=_PROJ[m["p"]])),
+            NameRule(L + r"mlp\." + P + r"\.(weight|bias)", lambda m: Role("dense_mlp", int(m["n"]), proj=_PROJ[m["p"]])),
             NameRule(L + r"self_attn\.(?P<p>[qkvo]_proj)\.(weight|bias)",
                      lambda m: Role("attention", int(m["n"]), proj=_PROJ[m["p"]])),
             NameRule(L + r"(input_layernorm|post_attention_layernorm)\.weight", lambda m: Role("norm", int(m["n"]))),

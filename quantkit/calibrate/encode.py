@@ -1,0 +1,53 @@
+"""Calibration samples -> model inputs, with the model's own processor and chat template."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..adapters.base import Adapter
+from ..checkpoint import Checkpoint
+from ..errors import QuantkitError
+from .samples import SampleSet, encode_sample, load_samples
+
+# The shipped default set (calibration/default in the source tree; see calibration/README.md).
+DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "calibration" / "default"
+
+
+@dataclass
+class EncodedSamples:
+    inputs: list[dict[str, torch.Tensor]]
+    summary: dict = field(default_factory=dict)
+
+
+def _is_vl(adapter: Adapter) -> bool:
+    return "vision" in adapter.shape.experts
+
+
+def encode_samples(ckpt: Checkpoint, adapter: Adapter, samples: str | Path | None, *,
+                   max_tokens: int | None = 4096) -> EncodedSamples:
+    path = Path(samples) if samples is not None else DEFAULT_SAMPLES
+    sample_set: SampleSet = load_samples(path, max_tokens=max_tokens)
+    if _is_vl(adapter):
+        from transformers import AutoProcessor
+        processor = AutoProcessor.from_pretrained(str(ckpt.path))
+        usable = sample_set.samples
+    else:  # a text-only model: its tokenizer, and the samples without pictures
+        from transformers import AutoTokenizer
+        processor = AutoTokenizer.from_pretrained(str(ckpt.path))
+        usable = [s for s in sample_set.samples if not s.has_media]
+        if not usable:
+            raise QuantkitError(f"--samples {path}: no text-only sample for the text model {ckpt.source}")
+    inputs = [encode_sample(processor, s, max_tokens=max_tokens) for s in usable]
+    text = vision = 0
+    for x in inputs:
+        mm = x.get("moe_mm_token_type_ids")
+        n = x["input_ids"].numel()
+        v = int((mm != 0).sum()) if mm is not None else 0
+        vision += v
+        text += n - v
+    summary = {"path": str(path), "sha256": sample_set.sha256, "samples": len(inputs),
+               "skipped_with_media": len(sample_set.samples) - len(usable),
+               "tokens": {"text": text, "vision": vision}, "stats": sample_set.stats()}
+    return EncodedSamples(inputs, summary)

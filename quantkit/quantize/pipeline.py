@@ -1,0 +1,120 @@
+"""Turn a plan into output tensors, one layer at a time: RTN, or GPTQ from layer statistics.
+
+Experts of one layer that share a modality, projection, shape and scheme are solved as one batch
+(batched Cholesky and block updates); every expert that falls back (no calibration tokens) is
+recorded with its reason.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Callable
+
+import torch
+
+from ..adapters.base import Adapter
+from ..calibrate.runner import LayerCalibration
+from ..checkpoint import Checkpoint
+from ..plan import Plan, TensorPlan
+from .gptq import gptq_quantize
+from .gptq_format import pack
+from .rtn import quantize_rtn, quantize_rtn_experts
+from .scheme import QuantizedWeight
+
+Add = Callable[[dict[str, torch.Tensor]], None]
+# Experts solved together per batch: bounds the solver's memory (~6·B·in² floats) on real shapes.
+MAX_BATCH = 16
+
+
+def packed(entry: TensorPlan, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
+    return {f"{entry.module}.{k}": v for k, v in pack(qw).items()}
+
+
+def emit_unlayered(ckpt: Checkpoint, plan: Plan, add: Add) -> None:
+    """Tensors outside decoder layers (embeddings, vision tower, norms): kept, or RTN if planned."""
+    for e in plan.entries:
+        if e.role.layer is None:
+            t = ckpt.read(e.name)
+            add({e.name: t} if not e.quantized else packed(e, quantize_rtn(t.float(), e.scheme.bits,
+                                                                          e.scheme.group_size, e.scheme.sym)))
+
+
+def rtn_produce(ckpt: Checkpoint, plan: Plan, add: Add) -> None:
+    """Round-to-nearest, one tensor in memory at a time."""
+    for e in plan.entries:
+        t = ckpt.read(e.name)
+        if not e.quantized:
+            add({e.name: t})
+        else:
+            add(packed(e, quantize_rtn(t.float(), e.scheme.bits, e.scheme.group_size, e.scheme.sym)))
+
+
+class LayerQuantizer:
+    """Quantizes the planned tensors of one decoder layer from its statistics."""
+
+    def __init__(self, ckpt: Checkpoint, plan: Plan, adapter: Adapter):
+        self.ckpt, self.plan, self.adapter = ckpt, plan, adapter
+        self.by_layer: dict[int, list[TensorPlan]] = defaultdict(list)
+        for e in plan.entries:
+            if e.role.layer is not None:
+                self.by_layer[e.role.layer].append(e)
+        self.fallbacks: list[dict] = []
+        self.solver: dict[str, float] = defaultdict(float)
+
+    def __call__(self, n: int, calib: LayerCalibration | None, add: Add,
+                 want_dequantized: bool = False) -> dict[str, torch.Tensor]:
+        """Emit layer `n`'s tensors; return its dequantized weights by on-disk name if asked."""
+        entries = self.by_layer.get(n, [])
+        weights = self.ckpt.read_many([e.name for e in entries])
+        dequantized = {}
+        for e in entries:
+            if not e.quantized:
+                add({e.name: weights[e.name]})
+        for batch in _batches([e for e in entries if e.quantized]):
+            results = self._solve(batch, weights, calib)
+            for e, qw in zip(batch, results):
+                add(packed(e, qw))
+                if want_dequantized:
+                    dequantized[e.name] = qw.dequantize()
+        return dequantized
+
+    def _solve(self, batch: list[TensorPlan], weights: dict, calib: LayerCalibration | None) -> list[QuantizedWeight]:
+        s = batch[0].scheme
+        W = torch.stack([weights[e.name].float() for e in batch])
+        group = s.group_size
+        if s.method == "rtn":
+            return quantize_rtn_experts(W, s.bits, group, s.sym)
+        if calib is None:
+            raise ValueError("GPTQ needs layer statistics")
+        H = []
+        for e in batch:
+            h, _ = calib.hessian(self.adapter.input_group(e.module))
+            H.append(h if h is not None else torch.zeros(W.shape[-1], W.shape[-1]))  # solver flags it
+        t0 = time.perf_counter()
+        res = gptq_quantize(W, torch.stack(H), bits=s.bits, group_size=group, sym=s.sym, act_order=s.desc_act)
+        self.solver["seconds"] += time.perf_counter() - t0
+        self.solver["matrices"] += len(batch)
+        for i in res.fallback_experts():
+            e = batch[i]
+            src = calib.sources.get(self.adapter.input_group(e.module), "none")
+            self.fallbacks.append({"tensor": e.name, "role": e.role.label, "fallback": "rtn",
+                                   "reason": "no calibration tokens reached this module"
+                                             + (f" (no {e.role.modality} tokens in the samples)"
+                                                if e.role.modality and src == "none" else "")})
+        return res.split()
+
+
+def _batches(entries: list[TensorPlan]) -> list[list[TensorPlan]]:
+    """Same projection, shape and scheme → one batch (experts of a modality), at most MAX_BATCH."""
+    groups: dict[tuple, list[TensorPlan]] = defaultdict(list)
+    for e in entries:
+        if e.role.kind == "routed_expert":
+            key = (e.role.kind, e.role.modality, e.role.proj, e.shape, e.scheme)
+        else:
+            key = (e.name,)
+        groups[key].append(e)
+    out = []
+    for members in groups.values():
+        for i in range(0, len(members), MAX_BATCH):
+            out.append(members[i:i + MAX_BATCH])
+    return out
