@@ -42,13 +42,19 @@ def test_round_trip(bits, sym, group_size):
 
 @pytest.mark.parametrize("bits", BITS)
 def test_asymmetric_zero_point_zero_round_trips(bits):
-    # A group without negative values has zero point 0; the file's zero - 1 = -1 is stored as maxq.
+    # A group without negative values would have zero point 0, which the file's zero - 1 cannot hold
+    # for loaders that add 1 back without wrapping: the quantizer keeps zero >= 1 instead.
     w = torch.randn(32, 64).abs()
     qw = quantize_rtn(w, bits, 32, sym=False)
-    assert (qw.zeros == 0).all()
+    assert (qw.zeros >= 1).all()
     tensors = pack(qw)
-    assert set(_as_uint32(tensors["qzeros"])) == {0xFFFFFFFF}
+    assert 0xFFFFFFFF not in set(_as_uint32(tensors["qzeros"]))
     _assert_same(unpack(tensors, bits, 32, sym=False), qw)
+    step = qw.scales[qw.g_idx.long()].T
+    assert ((qw.dequantize() - w).abs() <= step * 0.5 + 1e-6).all()
+    # a file written by another tool with a stored all-ones (zero 0) still reads back exactly
+    other = QuantizedWeight(qw.codes, qw.scales, torch.zeros_like(qw.zeros), qw.g_idx, bits, 32, sym=False)
+    _assert_same(unpack(pack(other), bits, 32, sym=False), other)
 
 
 @pytest.mark.parametrize("bits", BITS)

@@ -69,6 +69,9 @@ def test_scales_follow_the_reference_formula(sym):
         xmax = torch.maximum(xmax, -xmin)
         xmin = -xmax
     expected = ((xmax - xmin) / 15).half().float()
+    if not sym:  # groups whose zero would round to 0 widen the scale so the file's zero - 1 >= 0
+        low = torch.round(-xmin / expected) < 1
+        expected = torch.where(low, torch.maximum(xmax / 14, expected).half().float(), expected)
     nonzero = xmax > xmin
     assert torch.equal(qw.scales.T[nonzero], expected[nonzero])
     assert torch.equal(qw.scales.T[~nonzero], torch.full_like(expected[~nonzero], 2 / 15).half().float())

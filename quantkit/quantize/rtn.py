@@ -60,7 +60,7 @@ def group_scale_zero(x: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tenso
     """Scale and zero point of each row of x [..., rows, cols], the group being the cols.
 
     Returns fp32 (scale, zero) of shape [..., rows]; scale is fp16-representable and > 0, zero holds
-    integers in [0, maxq].
+    integers in [0, maxq] (symmetric) or [1, maxq] (asymmetric, loadable by GPTQ v1 readers).
     """
     maxq = max_code(bits)
     xmin = x.amin(dim=-1).clamp(max=0)
@@ -74,8 +74,15 @@ def group_scale_zero(x: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tenso
     scale = to_fp16_scale((xmax - xmin) / maxq)
     if sym:
         zero = torch.full_like(scale, (maxq + 1) // 2)
-    else:
-        zero = torch.round(-xmin / scale).clamp(0, maxq)
+        return scale, zero
+    zero = torch.round(-xmin / scale).clamp(0, maxq)
+    # The GPTQ v1 file stores zero - 1, and loaders add 1 back without wrapping, so a zero of 0
+    # (a group with no negative value) would be read as 2**bits. Keep zero >= 1 and widen the
+    # scale so the group's maximum still fits in the codes above it.
+    low = zero < 1
+    if low.any():
+        scale = torch.where(low, to_fp16_scale(torch.maximum(xmax / (maxq - 1), scale)), scale)
+        zero = torch.where(low, torch.ones_like(zero), zero)
     return scale, zero
 
 
