@@ -10,7 +10,7 @@ def load(variant, dtype=None):
     """A variant as a transformers model with its quantized weights unpacked (see quantkit.load)."""
     import torch
 
-    from .load import load as _load
+    from .loader import load as _load
     return _load(variant, dtype=dtype or torch.float32)
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable
 
 from .adapters import Adapter, adapter_for
-from .calibrate.encode import EncodedSamples, encode_samples
 from .calibrate.runner import LayerStream
 from .calibrate.store import CalibrationDir
 from .checkpoint import Checkpoint
@@ -108,6 +107,7 @@ def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None)
         extra["calibration"] = _calib_summary(store.meta)
         produce = partial(_gptq_from_store, ckpt, plan, adapter, store, extra)
     else:
+        from .calibrate.encode import encode_samples
         samples = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens)
         extra["calibration"] = {"samples": samples.summary, "mode": opts.mode, "min_tokens": opts.min_tokens,
                                 "sequential": opts.sequential, "on_the_fly": True}
@@ -136,7 +136,7 @@ def _gptq_from_store(ckpt, plan, adapter, store: "CalibrationDir", extra: dict, 
     _report_fallbacks(q, extra, lambda m: None)
 
 
-def _gptq_on_the_fly(ckpt, plan, adapter, samples: "EncodedSamples", opts: QuantizeOptions, extra: dict, log,
+def _gptq_on_the_fly(ckpt, plan, adapter, samples, opts: QuantizeOptions, extra: dict, log,
                      add) -> None:
     q = LayerQuantizer(ckpt, plan, adapter)
     emit_unlayered(ckpt, plan, add)
@@ -172,6 +172,8 @@ def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = lambda m: Non
 
     if opts.mode not in ("auto", "routed", "all"):
         raise QuantkitError(f"--mode {opts.mode}: choose auto, routed or all")
+    from .calibrate.encode import encode_samples
+
     ckpt, adapter = open_model(opts.model, opts.revision)
     encoded = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens)
     log(f"calibrating on {encoded.summary['samples']} samples: {encoded.summary['tokens']['text']} text and "

@@ -89,11 +89,6 @@ def test_out_inside_source_is_refused(tiny_vl):
     assert not (tiny_vl / "w4").exists()
 
 
-def test_gptq_without_calibration_says_what_to_do(tiny_vl, tmp_path):
-    code, _, err = run("quantize", tiny_vl, "--bits", 4, "--out", tmp_path / "v")
-    assert_one_line_error(code, err, "calibration")
-
-
 def test_interrupted_write_leaves_nothing_behind(tiny_vl, tmp_path, monkeypatch):
     import quantkit.quantize.pipeline as api
 
