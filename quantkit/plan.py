@@ -13,7 +13,7 @@ from .adapters import Adapter
 from .checkpoint import Checkpoint, TensorInfo
 from .errors import QuantkitError
 from .profiles import Profile
-from .quantize.gptq_format import packed_nbytes
+from .quantize.gptq_format import check_packable, packed_nbytes
 from .quantize.scheme import QuantScheme
 from .roles import Role
 
@@ -111,11 +111,10 @@ def _fit_group(scheme: QuantScheme, in_features: int) -> tuple[QuantScheme, str 
 
 
 def _check_packable(info: TensorInfo, scheme: QuantScheme) -> None:
-    out_f, in_f = info.shape
-    per_word = 32 // scheme.bits if 32 % scheme.bits == 0 else 32
-    if in_f % per_word or out_f % per_word:
-        raise QuantkitError(f"tensor {info.name} {list(info.shape)}: {scheme.bits}-bit GPTQ packing needs both "
-                            f"dimensions divisible by {per_word}; keep it in the profile or use other bits")
+    try:
+        check_packable(info.shape[0], info.shape[1], scheme.bits, scheme.group_size)
+    except ValueError as e:
+        raise QuantkitError(f"tensor {info.name}: {e}; keep it in the profile or use other bits")
 
 
 def build_plan(ckpt: Checkpoint, adapter: Adapter, profile: Profile, *, force: bool = False) -> Plan:
