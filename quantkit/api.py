@@ -105,7 +105,7 @@ def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None)
         store = CalibrationDir(opts.calib)
         store.check_matches(ckpt)
         extra["calibration"] = _calib_summary(store.meta)
-        produce = partial(_gptq_from_store, ckpt, plan, adapter, store, extra)
+        produce = partial(_gptq_from_store, ckpt, plan, adapter, store, extra, log)
     else:
         from .calibrate.encode import encode_samples
         samples = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens)
@@ -114,8 +114,6 @@ def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None)
         produce = partial(_gptq_on_the_fly, ckpt, plan, adapter, samples, opts, extra, log)
     path = write_variant(ckpt, plan, produce, out, overwrite=opts.overwrite,
                          max_shard_bytes=parse_size(opts.max_shard_size), extra=extra)
-    for f in extra.get("fallbacks", []):
-        log(f"fallback: {f['tensor']}: {f['reason']} -> {f['fallback']}")
     return path
 
 
@@ -128,12 +126,13 @@ def _report_fallbacks(q: LayerQuantizer, extra: dict, log) -> None:
             + " had no calibration tokens and were quantized with RTN instead of GPTQ (recorded in quantkit.json)")
 
 
-def _gptq_from_store(ckpt, plan, adapter, store: "CalibrationDir", extra: dict, add) -> None:
+def _gptq_from_store(ckpt, plan, adapter, store: CalibrationDir, extra: dict, log, add) -> None:
     q = LayerQuantizer(ckpt, plan, adapter)
     emit_unlayered(ckpt, plan, add)
     for n in range(adapter.shape.num_layers):
         q(n, store.layer(n), add)
-    _report_fallbacks(q, extra, lambda m: None)
+        log(f"quantize: layer {n + 1}/{adapter.shape.num_layers}")
+    _report_fallbacks(q, extra, log)
 
 
 def _gptq_on_the_fly(ckpt, plan, adapter, samples, opts: QuantizeOptions, extra: dict, log,

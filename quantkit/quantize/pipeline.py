@@ -94,7 +94,7 @@ class LayerQuantizer:
         res = gptq_quantize(W, torch.stack(H), bits=s.bits, group_size=group, sym=s.sym, act_order=s.desc_act)
         self.solver["seconds"] += time.perf_counter() - t0
         self.solver["matrices"] += len(batch)
-        for i in res.fallback_experts():
+        for i in res.fallback_experts:
             e = batch[i]
             src = calib.sources.get(self.adapter.input_group(e.module), "none")
             self.fallbacks.append({"tensor": e.name, "role": e.role.label, "fallback": "rtn",
