@@ -179,6 +179,98 @@ def calibrate(model, out, samples, mode, min_tokens, max_tokens, revision, overw
     click.echo(f"calibration written: {path}")
 
 
+@main.command("package")
+@click.argument("variant", type=click.Path(path_type=Path))
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="A `quantkit profile` output directory (report.md / report.json): its tradeoff table goes into the card.")
+@click.option("--base-model", default=None, help="Hub id of the base model, when the variant was made from a local directory.")
+@click.option("--license", "license_", default=None, help="License id for the card (default: read from the base model's card).")
+@click.option("--name", default=None, help="The <base> part of the variant's name (default: the base model's repo name).")
+@click.option("--repo", default=None, help="The repo the card's commands name (ORG/NAME; {name} as in `push`).")
+@click.option("--revision", default=None, help="The branch the card's commands name ('auto': the name's suffix).")
+@click.option("--verdicts", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="`quantkit verify --json` output to record in the card.")
+@click.option("--no-verify", is_flag=True, help="Do not run `quantkit verify` for the card's runtime verdicts.")
+@_handled
+def package_cmd(variant, report, base_model, license_, name, repo, revision, verdicts, no_verify):
+    """Make VARIANT ready to publish: check its checksums, write its model card (README.md), record both in quantkit.json."""
+    from .package import PackageOptions, package as run
+
+    r = run(PackageOptions(variant=variant, report=report, base_model=base_model, license=license_, name=name,
+                           repo=repo, revision=revision, verdicts=verdicts, run_verify=not no_verify), log=_log)
+    click.echo(f"packaged {r.variant} as {r.name.full}: card {r.card.name}, {r.files} files, {_human(r.bytes)}")
+
+
+@main.command("verify-files")
+@click.argument("variant", type=click.Path(path_type=Path))
+@_handled
+def verify_files_cmd(variant):
+    """Check the sha256 and size of every file quantkit.json lists, and that VARIANT holds no other file."""
+    from .package import verify_files
+
+    report = verify_files(variant)
+    if not report.ok:
+        for problem in report.problems:
+            click.echo(f"  {problem}", err=True)
+        raise QuantkitError(report.summary())
+    click.echo(report.summary())
+
+
+@main.command("push")
+@click.argument("variant", type=click.Path(path_type=Path))
+@click.option("--repo", required=True, help="ORG/NAME; {name}, {base} and {suffix} come from the variant's name.")
+@click.option("--revision", default="main", show_default=True,
+              help="Branch; 'auto' = the variant's name suffix (a branch per variant, main's card lists them).")
+@click.option("--private", is_flag=True, help="Create the repo private (an existing repo keeps its visibility).")
+@click.option("--dry-run", is_flag=True, help="Print exactly what would be uploaded, and where; send nothing.")
+@click.option("--update", is_flag=True, help="Replace a branch that holds other content (one new commit on top).")
+@_handled
+def push_cmd(variant, repo, revision, private, dry_run, update):
+    """Upload a packaged VARIANT to the Hub in one commit (token: HF_TOKEN or `hf auth login`; HF_ENDPOINT honoured)."""
+    from .hub import PushOptions, push as run
+
+    result = run(PushOptions(variant=variant, repo=repo, revision=revision, private=private, dry_run=dry_run,
+                             update=update), log=_log)
+    for line in result.lines():
+        click.echo(line)
+
+
+@main.command()
+@click.argument("variant", type=click.Path(path_type=Path))
+@click.option("--runtime", "runtimes", type=click.Choice(["vllm", "transformers", "onnxruntime", "all"]),
+              multiple=True, default=("all",), show_default=True, help="Runtime(s) to check; repeatable.")
+@click.option("--source", type=click.Path(path_type=Path), default=None,
+              help="Source checkpoint for the bit-identical check of kept tensors (default: quantkit.json's source).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report (for CI) instead of lines.")
+@click.option("--no-load", is_flag=True, help="Skip loading the model with quantkit.load (static rules still run).")
+@_handled
+def verify(variant, runtimes, source, as_json, no_load):
+    """Prove VARIANT loads where it claims: file integrity, runtime rules, onnxruntime cross-check.
+    Exit 0 only if every requested runtime is servable."""
+    from .verify import verify as run
+
+    report = run(variant, runtimes=runtimes, source=source, load=not no_load)
+    click.echo(report.dumps() if as_json else "\n".join(report.lines()))
+    sys.exit(0 if report.servable else 1)
+
+
+@main.command("export-onnx")
+@click.argument("variant", type=click.Path(path_type=Path))
+@click.option("--component", type=click.Choice(["vision"]), required=True,
+              help="What to export: the vision tower + resampler (one image per call).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="ONNX file to write (default: VARIANT/onnx/vision.onnx, recorded in quantkit.json).")
+@_handled
+def export_onnx(variant, component, out):
+    """Export a component of VARIANT to ONNX and validate it with onnxruntime against torch."""
+    from .verify import export_vision_onnx
+
+    errors = export_vision_onnx(variant, out)
+    for size, err in errors.items():
+        click.echo(f"{component} {size}: max abs error onnxruntime vs torch {err:.3g}")
+    click.echo(f"onnx written: {out or Path(variant) / 'onnx' / 'vision.onnx'}")
+
+
 @main.command("build-tiny")
 @click.argument("kind", type=click.Choice(["vl", "text"]))
 @click.option("--out", type=click.Path(path_type=Path), required=True)

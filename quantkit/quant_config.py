@@ -40,7 +40,7 @@ def _regex(module: str, expert_ids: set[int] | None = None) -> str:
     return "^" + "".join(out) + "$"
 
 
-def build_quantization_config(plan: Plan) -> dict:
+def build_quantization_config(plan: Plan, adapter=None) -> dict:
     quantized = plan.quantized()
     if not quantized:
         raise QuantkitError(f"profile {plan.profile.name}: quantizes no tensor of {plan.source}")
@@ -60,6 +60,8 @@ def build_quantization_config(plan: Plan) -> dict:
     for e in plan.entries:
         if not e.quantized and _is_module_weight(e):
             dynamic.setdefault(f"-:{_regex(e.module)}", {})
+    if adapter is not None:
+        _add_vllm_rules(plan, adapter, base, dynamic)
     cfg = {"quant_method": "gptq", "checkpoint_format": "gptq", **base, "dynamic": dynamic}
     # Generalised patterns can swallow an exception (one layer planned differently): pin those
     # modules with exact rules in front, since loaders take the first matching rule.
@@ -72,6 +74,27 @@ def build_quantization_config(plan: Plan) -> dict:
     if exact:
         cfg["dynamic"] = {**exact, **dynamic}
     return cfg
+
+
+def _add_vllm_rules(plan: Plan, adapter, base: dict, dynamic: dict) -> None:
+    """The same rules under vLLM's module names (it matches `dynamic` against its own fused modules:
+    `language_model.model.layers.N.self_attn.qkv_proj`, `...mlp.text_experts`), for every vLLM module
+    whose checkpoint members share one scheme; a unit with mixed members gets no rule (the plan
+    refuses those for fused groups, and `verify` reports the rest)."""
+    units: dict[str, set] = defaultdict(set)
+    for e in plan.entries:
+        if e.quantized or _is_module_weight(e):
+            prefix, kind, _ = adapter.vllm_unit(e.module, e.role)
+            if prefix is not None and kind != "vision":
+                units[prefix].add(None if e.scheme is None else tuple(_fields(e.scheme).items()))
+    for prefix, schemes in sorted(units.items()):
+        if len(schemes) != 1:
+            continue
+        (scheme,) = schemes
+        if scheme is None:
+            dynamic.setdefault(f"-:{_regex(prefix)}", {})
+        elif dict(scheme) != base:
+            dynamic.setdefault(f"+:{_regex(prefix)}", {k: v for k, v in scheme if v != base[k]})
 
 
 def _comparable(s: QuantScheme | None) -> QuantScheme | None:

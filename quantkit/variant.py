@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from .adapters import adapter_for
 from .checkpoint import Checkpoint, ShardWriter, atomic_output_dir
 from .errors import QuantkitError
 from .plan import Plan, _scheme_label
@@ -73,7 +74,8 @@ def write_variant(
     qweight/qzeros/scales/g_idx), in any grouping; they are flushed to shards as they come.
     `extra` goes into the manifest after `produce` returns, so a producer may fill it in."""
     out = Path(out)
-    qcfg = build_quantization_config(plan)  # fail before any heavy work if the plan cannot be described
+    adapter = adapter_for(ckpt.config)
+    qcfg = build_quantization_config(plan, adapter)  # fail early if the plan cannot be described
     started = time.time()
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         writer = ShardWriter(tmp, max_shard_bytes)

@@ -157,3 +157,22 @@ def test_one_shot_sequential_gptq(tiny_vl, tmp_path):
     assert manifest["solver"]["matrices"] > 0
     with pytest.raises(QuantkitError, match="--sequential"):
         quantize(QuantizeOptions(model=str(tiny_vl), out=tmp_path / "x", bits=4, calib=tmp_path, sequential=True))
+
+
+def test_text_moe_family_streams_and_quantizes(tiny_text, tmp_path):
+    from transformers import AutoTokenizer
+    ckpt, adapter = open_model(tiny_text)
+    tok = AutoTokenizer.from_pretrained(str(tiny_text))
+    inputs = dict(tok("Mixture-of-experts models route each token to a few experts.", return_tensors="pt"))
+    stream = LayerStream(ckpt, adapter)
+    got = stream.logits(stream.run([inputs]).hidden[0])
+    with torch.no_grad():
+        ref = load_source(tiny_text)(**inputs).logits
+    assert torch.allclose(got, ref, atol=1e-5, rtol=0), (got - ref).abs().max()
+    few = _subset(tmp_path, "few", lambda i, s: i % 5 == 0)
+    v = quantize(QuantizeOptions(model=str(tiny_text), out=tmp_path / "t4", bits=4, samples=str(few)))
+    manifest = json.loads((v / MANIFEST).read_text())
+    assert manifest["calibration"]["samples"]["skipped_with_media"] > 0
+    assert manifest["fallbacks"] == []
+    assert all(t["scheme"].startswith("gptq-w4") for t in manifest["tensors"].values()
+               if t["role"] == "routed_expert.text")

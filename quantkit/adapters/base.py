@@ -81,6 +81,34 @@ class Adapter:
             return f"layers.{role.layer}.{role.kind}.gate_up"
         return None
 
+    # vLLM's module names for this family (what its `dynamic` rules are matched against)
+    vllm_lm_prefix: str = ""
+
+    def vllm_unit(self, module: str, role: Role) -> tuple[str | None, str, str]:
+        """(vLLM module name, unit kind, shard) for a checkpoint module: vLLM fuses q/k/v into
+        `qkv_proj`, gate/up into `gate_up_proj` and the routed experts of a layer and modality into
+        one FusedMoE module; kinds are linear / moe / router / vision; (None, "", "") if vLLM has
+        no module for it (norms, embeddings)."""
+        lm, layer = self.vllm_lm_prefix, role.layer
+        if role.kind in ("attention", "dense_mlp", "shared_expert"):
+            head, _, last = module.rpartition(".")
+            fused = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
+                     "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"}.get(last, last)
+            return f"{lm}{head}.{fused}", "linear", role.proj
+        if role.kind == "routed_expert":
+            return f"{lm}model.layers.{layer}.mlp.{self.vllm_experts_name(role.modality)}", "moe", role.proj
+        if role.kind == "router":
+            return f"{lm}model.layers.{layer}.mlp.{self.vllm_router_name(role.modality)}", "router", ""
+        if role.kind in ("vision_tower", "resampler"):
+            return module, "vision", ""
+        return None, "", ""
+
+    def vllm_experts_name(self, modality: str) -> str:
+        return "experts"
+
+    def vllm_router_name(self, modality: str) -> str:
+        return "gate"
+
     def native_config(self):
         """A transformers config object for instantiating the model class (any flavour on disk)."""
         raise NotImplementedError

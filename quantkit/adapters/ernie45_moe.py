@@ -6,14 +6,10 @@ On disk: model.layers.N.mlp.experts.K.{gate,up,down}_proj.weight, router `mlp.ga
 """
 from __future__ import annotations
 
-import re
-
-import torch
-
 from ..errors import QuantkitError
 from ..roles import Role
 from .base import Adapter, LayerRunner, MoEShape, NameRule
-from .ernie45_vl import _PROJ
+from .ernie45_vl import _PROJ, ernie_decoder_rules, fuse_experts, split_expert_tensors
 
 
 class Ernie45MoeAdapter(Adapter):
@@ -51,22 +47,7 @@ class Ernie45MoeAdapter(Adapter):
         return Role("routed_expert", int(m["n"]), "text", k, _PROJ[m["p"]])
 
     def _name_rules(self) -> list[NameRule]:
-        L = r"model\.layers\.(?P<n>\d+)\."
-        P = r"(?P<p>gate_proj|up_proj|down_proj)"
-        return [
-            NameRule(L + r"mlp\.experts\.(?P<k>\d+)\." + P + r"\.weight", self._expert_role),
-            NameRule(L + r"mlp\.shared_experts\." + P + r"\.(weight|bias)",
-                     lambda m: Role("shared_expert", int(m["n"]), proj=_PROJ[m["p"]])),
-            NameRule(L + r"mlp\.gate\.weight", lambda m: Role("router", int(m["n"]), "text")),
-            NameRule(L + r"mlp\.moe_statics\.e_score_correction_bias", lambda m: Role("router_bias", int(m["n"]))),
-            NameRule(L + r"mlp\." + P + r"\.(weight|bias)", lambda m: Role("dense_mlp", int(m["n"]), proj=_PROJ[m["p"]])),
-            NameRule(L + r"self_attn\.(?P<p>[qkvo]_proj)\.(weight|bias)",
-                     lambda m: Role("attention", int(m["n"]), proj=_PROJ[m["p"]])),
-            NameRule(L + r"(input_layernorm|post_attention_layernorm)\.weight", lambda m: Role("norm", int(m["n"]))),
-            NameRule(r"model\.norm\.weight", lambda m: Role("norm")),
-            NameRule(r"model\.embed_tokens\.weight", lambda m: Role("embedding")),
-            NameRule(r"lm_head\.weight", lambda m: Role("lm_head")),
-        ]
+        return ernie_decoder_rules(self._expert_role)
 
     def runner(self) -> "Ernie45MoeRunner":
         return Ernie45MoeRunner(self)
@@ -88,20 +69,12 @@ class Ernie45MoeRunner(LayerRunner):
 
     def layer_state(self, tensors: dict, layer: int) -> dict:
         """Per-expert on-disk tensors -> fused in-memory experts; the router bias moves under the gate."""
-        state, experts = {}, {}
-        for name, t in tensors.items():
-            m = re.fullmatch(r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", name)
-            if m:
-                experts[(int(m[1]), m[2])] = t
-            elif name == "mlp.moe_statics.e_score_correction_bias":
-                state["mlp.gate.moe_statics.e_score_correction_bias"] = t
-            else:
-                state[name] = t
+        experts, rest = split_expert_tensors(tensors)
+        state = {("mlp.gate.moe_statics.e_score_correction_bias" if name == "mlp.moe_statics.e_score_correction_bias"
+                  else name): t for name, t in rest.items()}
         if experts:
-            ids = range(self.adapter.shape.experts["text"])
-            state["mlp.experts.gate_up_proj"] = torch.stack(
-                [torch.cat([experts[(k, "gate")], experts[(k, "up")]]) for k in ids])
-            state["mlp.experts.down_proj"] = torch.stack([experts[(k, "down")] for k in ids])
+            state["mlp.experts.gate_up_proj"], state["mlp.experts.down_proj"] = fuse_experts(
+                experts, range(self.adapter.shape.experts["text"]))
         return state
 
     def moe_blocks(self, layer_module):

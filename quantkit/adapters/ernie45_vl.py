@@ -26,6 +26,50 @@ _PROJ = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
          "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
 
 
+LAYER = r"model\.layers\.(?P<n>\d+)\."
+_MLP_PROJ = r"(?P<p>gate_proj|up_proj|down_proj)"
+
+
+def ernie_decoder_rules(expert_role) -> list[NameRule]:
+    """Names both ERNIE-4.5 families share (text MoE and VL): decoder layers, embeddings, head."""
+    L, P = LAYER, _MLP_PROJ
+    return [
+        NameRule(L + r"mlp\.experts\.(?P<k>\d+)\." + P + r"\.weight", expert_role),
+        NameRule(L + r"mlp\.shared_experts\." + P + r"\.(weight|bias)",
+                 lambda m: Role("shared_expert", int(m["n"]), proj=_PROJ[m["p"]])),
+        NameRule(L + r"mlp\.gate\.weight", lambda m: Role("router", int(m["n"]), "text")),
+        NameRule(L + r"mlp\.moe_statics\.e_score_correction_bias", lambda m: Role("router_bias", int(m["n"]))),
+        NameRule(L + r"mlp\." + P + r"\.(weight|bias)", lambda m: Role("dense_mlp", int(m["n"]), proj=_PROJ[m["p"]])),
+        NameRule(L + r"self_attn\.(?P<p>[qkvo]_proj)\.(weight|bias)",
+                 lambda m: Role("attention", int(m["n"]), proj=_PROJ[m["p"]])),
+        NameRule(L + r"(input_layernorm|post_attention_layernorm)\.weight", lambda m: Role("norm", int(m["n"]))),
+        NameRule(r"model\.norm\.weight", lambda m: Role("norm")),
+        NameRule(r"model\.embed_tokens\.weight", lambda m: Role("embedding")),
+        NameRule(r"lm_head\.weight", lambda m: Role("lm_head")),
+    ]
+
+
+_EXPERT_WEIGHT = re.compile(r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight")
+
+
+def split_expert_tensors(tensors: dict) -> tuple[dict, dict]:
+    """(per-expert weights keyed (k, proj), everything else) of one layer's on-disk tensors."""
+    experts, rest = {}, {}
+    for name, t in tensors.items():
+        m = _EXPERT_WEIGHT.fullmatch(name)
+        if m:
+            experts[(int(m[1]), m[2])] = t
+        else:
+            rest[name] = t
+    return experts, rest
+
+
+def fuse_experts(experts: dict, ids) -> tuple:
+    """transformers' in-memory layout: gate_up_proj [E, 2I, H] = cat(gate, up), down_proj [E, H, I]."""
+    gate_up = torch.stack([torch.cat([experts[(k, "gate")], experts[(k, "up")]]) for k in ids])
+    return gate_up, torch.stack([experts[(k, "down")] for k in ids])
+
+
 def _as_pair(v, what: str) -> tuple[int, int]:
     if isinstance(v, int):
         return v, v
@@ -93,25 +137,21 @@ class Ernie45VLAdapter(Adapter):
         return Role("routed_expert", int(m["n"]), modality, idx, _PROJ[m["p"]])
 
     def _name_rules(self) -> list[NameRule]:
-        L = r"model\.layers\.(?P<n>\d+)\."
-        P = r"(?P<p>gate_proj|up_proj|down_proj)"
-        return [
-            NameRule(L + r"mlp\.experts\.(?P<k>\d+)\." + P + r"\.weight", self._expert_role),
-            NameRule(L + r"mlp\.shared_experts\." + P + r"\.(weight|bias)",
-                     lambda m: Role("shared_expert", int(m["n"]), proj=_PROJ[m["p"]])),
-            NameRule(L + r"mlp\.gate\.weight", lambda m: Role("router", int(m["n"]), "text")),
-            NameRule(L + r"mlp\.gate\.weight_1", lambda m: Role("router", int(m["n"]), "vision")),
-            NameRule(L + r"mlp\.moe_statics\.e_score_correction_bias", lambda m: Role("router_bias", int(m["n"]))),
-            NameRule(L + r"mlp\." + P + r"\.(weight|bias)", lambda m: Role("dense_mlp", int(m["n"]), proj=_PROJ[m["p"]])),
-            NameRule(L + r"self_attn\.(?P<p>[qkvo]_proj)\.(weight|bias)",
-                     lambda m: Role("attention", int(m["n"]), proj=_PROJ[m["p"]])),
-            NameRule(L + r"(input_layernorm|post_attention_layernorm)\.weight", lambda m: Role("norm", int(m["n"]))),
-            NameRule(r"model\.norm\.weight", lambda m: Role("norm")),
-            NameRule(r"model\.embed_tokens\.weight", lambda m: Role("embedding")),
-            NameRule(r"lm_head\.weight", lambda m: Role("lm_head")),
+        return ernie_decoder_rules(self._expert_role) + [
+            NameRule(LAYER + r"mlp\.gate\.weight_1", lambda m: Role("router", int(m["n"]), "vision")),
             NameRule(r"model\.vision_model\..+", lambda m: Role("vision_tower")),
             NameRule(r"model\.resampler_model\..+", lambda m: Role("resampler")),
         ]
+
+    # vLLM's Ernie4_5_VLMoeForConditionalGeneration: hf_to_vllm_mapper puts the language model
+    # under `language_model.model.`; experts and routers are per modality (vLLM ernie45_vl_moe.py).
+    vllm_lm_prefix = "language_model."
+
+    def vllm_experts_name(self, modality: str) -> str:
+        return f"{modality}_experts"
+
+    def vllm_router_name(self, modality: str) -> str:
+        return f"{modality}_experts_gate"
 
     def runner(self) -> "Ernie45VLRunner":
         return Ernie45VLRunner(self)
@@ -176,12 +216,10 @@ class Ernie45VLRunner(LayerRunner):
     def layer_state(self, tensors: dict, layer: int) -> dict:
         """Per-expert on-disk tensors -> fused in-memory experts, per modality; routers transposed."""
         e = self.adapter.shape.experts["text"]
-        state, experts = {}, {}
-        for name, t in tensors.items():
-            m = re.fullmatch(r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", name)
-            if m:
-                experts[(int(m[1]), m[2])] = t
-            elif name == "mlp.gate.weight":
+        experts, rest = split_expert_tensors(tensors)
+        state = {}
+        for name, t in rest.items():
+            if name == "mlp.gate.weight":
                 state["mlp.text_moe.gate.weight"] = t.T.contiguous()
             elif name == "mlp.gate.weight_1":
                 state["mlp.vision_moe.gate.weight"] = t.T.contiguous()
@@ -192,9 +230,9 @@ class Ernie45VLRunner(LayerRunner):
                 state[name] = t
         if experts:
             for modality, ids in (("text", range(e)), ("vision", range(e, 2 * e))):
-                state[f"mlp.{modality}_moe.experts.gate_up_proj"] = torch.stack(
-                    [torch.cat([experts[(k, "gate")], experts[(k, "up")]]) for k in ids])
-                state[f"mlp.{modality}_moe.experts.down_proj"] = torch.stack([experts[(k, "down")] for k in ids])
+                gate_up, down = fuse_experts(experts, ids)
+                state[f"mlp.{modality}_moe.experts.gate_up_proj"] = gate_up
+                state[f"mlp.{modality}_moe.experts.down_proj"] = down
         return state
 
     def moe_blocks(self, layer_module):
