@@ -15,7 +15,7 @@ from .calibrate.store import CalibrationDir
 from .checkpoint import Checkpoint
 from .errors import QuantkitError
 from .plan import Plan, build_plan
-from .profiles import Profile, load_profile, profile_for_bits
+from .profiles import Profile, check_bits, load_profile, profile_for_bits
 from .quantize.pipeline import LayerQuantizer, emit_unlayered, rtn_produce
 from .variant import write_variant
 
@@ -62,7 +62,7 @@ def resolve_profile(adapter: Adapter, *, bits: int | None, profile: str | None,
     if profile is not None:
         prof = load_profile(profile)
         if bits is not None:
-            prof = prof.with_overrides(expert_bits=_checked_bits(bits))
+            prof = prof.with_overrides(expert_bits=check_bits(bits))
     elif bits is not None:
         prof = profile_for_bits(adapter.default_profile, bits)
     else:
@@ -72,25 +72,17 @@ def resolve_profile(adapter: Adapter, *, bits: int | None, profile: str | None,
     return prof.with_overrides(group_size=group_size, method=method)
 
 
-def _checked_bits(bits: int) -> int:
-    from .quantize.scheme import SUPPORTED_BITS
-    if bits not in SUPPORTED_BITS:
-        raise QuantkitError(f"--bits {bits}: supported bit widths are {', '.join(map(str, SUPPORTED_BITS))}")
-    return bits
-
-
-def make_plan(opts: QuantizeOptions) -> tuple[Checkpoint, Plan]:
+def make_plan(opts: QuantizeOptions) -> tuple[Checkpoint, Adapter, Plan]:
     ckpt, adapter = open_model(opts.model, opts.revision)
     prof = resolve_profile(adapter, bits=opts.bits, profile=opts.profile, group_size=opts.group_size,
                            method=opts.method)
-    return ckpt, build_plan(ckpt, adapter, prof, force=opts.force)
+    return ckpt, adapter, build_plan(ckpt, adapter, prof, force=opts.force)
 
 
 def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None) -> Path:
     """RTN, GPTQ from a calibration directory (`calib`), or GPTQ calibrated on the fly (one-shot,
     optionally sequential: each layer calibrated on the already-quantized layers' outputs)."""
-    ckpt, plan = make_plan(opts)
-    adapter = adapter_for(ckpt.config)
+    ckpt, adapter, plan = make_plan(opts)
     out = Path(opts.out).resolve()
     if out == ckpt.path.resolve() or ckpt.path.resolve() in out.parents:
         raise QuantkitError(f"--out {opts.out}: inside the source checkpoint; the source is never modified")

@@ -138,10 +138,15 @@ def load_profile(path_or_name: str | Path) -> Profile:
                    description=raw.get("description", ""), rules=rules, source=str(path))
 
 
-def profile_for_bits(family_profile: str, bits: int) -> Profile:
-    """`--bits N`: the family's shipped `-wN` profile, else its `-w4` profile with expert bits N."""
+def check_bits(bits: int) -> int:
     if bits not in SUPPORTED_BITS:
         raise QuantkitError(f"--bits {bits}: supported bit widths are {', '.join(map(str, SUPPORTED_BITS))}")
+    return bits
+
+
+def profile_for_bits(family_profile: str, bits: int) -> Profile:
+    """`--bits N`: the family's shipped `-wN` profile, else its `-w4` profile with expert bits N."""
+    check_bits(bits)
     exact = PROFILE_DIR / f"{family_profile}-w{bits}.yaml"
     if exact.is_file():
         return load_profile(exact)
