@@ -27,6 +27,10 @@ demo: $(BUILD)/.installed $(TINY)/config.json
 	@for b in 8 4 2; do \
 	  quantkit quantize $(TINY) --bits $$b --calib $(BUILD)/calib-tiny-ernie45-vl --out $(VARIANTS)/tiny-ernie45-vl-w$$b --overwrite || exit 1; \
 	done
+	@for b in 8 4 2; do \
+	  quantkit package $(VARIANTS)/tiny-ernie45-vl-w$$b --license apache-2.0 || exit 1; \
+	  quantkit push $(VARIANTS)/tiny-ernie45-vl-w$$b --repo quantkit-demo/tiny-ernie45-vl-GPTQ --revision auto --dry-run || exit 1; \
+	done
 	@echo "variants:"; ls -d $(CURDIR)/$(VARIANTS)/*
 
 test: $(BUILD)/.installed
