@@ -55,3 +55,54 @@ publish: $(BUILD)/.installed
 	  $(if $(ONLY),--only $(ONLY)) $(if $(MODEL),--model $(MODEL)) $(if $(filter 1,$(PUSH)),--push) \
 	  > $(PUBLISH_DIR)/publish.sh
 	sh -x $(PUBLISH_DIR)/publish.sh
+
+# Benchmark at the real ERNIE-4.5-VL-28B-A3B layer shapes (issue 7): GPTQ 4-bit layer by layer on a
+# synthetic bf16 checkpoint with the real shapes (generated once, ~6.5 GB, cached under
+# $(BENCH_CACHE)), one process per configuration; writes bench/results/realshape.json and
+# bench/results/summary.md. Not part of `make test` / CI (tests/test_bench_smoke.py runs a tiny size).
+# Overrides: BENCH_LAYERS (MoE layer counts, one process each), BENCH_TOKENS, BENCH_DENSE=0|1 (the
+# dense layer 0), BENCH_LOOP=0|1 (batched vs per-expert loop), BENCH_VIT=0|1 (one real ViT block for
+# the prefix term), BENCH_THREADS (default: the core count), BENCH_KEEP=0 (delete the checkpoint after).
+BENCH_LAYERS ?= 1,2
+BENCH_TOKENS ?= 16384
+BENCH_DENSE ?= 1
+BENCH_LOOP ?= 1
+BENCH_VIT ?= 1
+BENCH_KEEP ?= 1
+BENCH_THREADS ?= $(shell nproc)
+BENCH_CACHE ?= $(or $(TMPDIR),/tmp)/quantkit-bench
+BENCH_ENV = OMP_NUM_THREADS=$(BENCH_THREADS) BENCH_THREADS=$(BENCH_THREADS) BENCH_LAYERS=$(BENCH_LAYERS) \
+  BENCH_TOKENS=$(BENCH_TOKENS) BENCH_DENSE=$(BENCH_DENSE) BENCH_LOOP=$(BENCH_LOOP) BENCH_VIT=$(BENCH_VIT) \
+  BENCH_KEEP=$(BENCH_KEEP) BENCH_CACHE=$(BENCH_CACHE)
+
+.PHONY: bench bench-smoke bench-clean
+bench: $(BUILD)/.installed
+	$(BENCH_ENV) BENCH_COMMAND="make bench BENCH_LAYERS=$(BENCH_LAYERS) BENCH_TOKENS=$(BENCH_TOKENS) BENCH_THREADS=$(BENCH_THREADS)" \
+	  $(PY) -m bench.run_bench
+
+# The same path at tiny shapes (seconds): results in $(BUILD)/bench-smoke.
+bench-smoke: $(BUILD)/.installed
+	OMP_NUM_THREADS=1 $(PY) -m bench.run_bench --size smoke --layers 1,2 --tokens 1024 --seq-len 256 --threads 1 \
+	  --no-vit --cache-root $(BUILD)/bench-cache --out $(BUILD)/bench-smoke
+
+bench-clean:
+	rm -rf $(BENCH_CACHE)
+
+# The memory / accuracy tradeoff (issue 4) on the trained reference model (quantkit/reference/trained,
+# shipped; retrained by scripts/train_reference.py only if absent): calibrate once on the task's
+# calibration split, quantize to 8/4/2 bits with GPTQ and with RTN from profiles/, profile all six
+# against the reference. Report: build/profile/report/{report.md,report.json,tradeoff.png}.
+TRAINED_REF := quantkit/reference/trained
+PROFILE_DIR := $(BUILD)/profile
+
+.PHONY: profile
+profile: $(BUILD)/.installed
+	@test -f $(TRAINED_REF)/model.safetensors || $(PY) scripts/train_reference.py --out $(TRAINED_REF)
+	$(PY) -m quantkit.reference.task calib 32 $(PROFILE_DIR)/calib-set/samples.jsonl
+	quantkit calibrate $(TRAINED_REF) --samples $(PROFILE_DIR)/calib-set/samples.jsonl --out $(PROFILE_DIR)/calib --overwrite
+	@for b in 8 4 2; do \
+	  quantkit quantize $(TRAINED_REF) --bits $$b --calib $(PROFILE_DIR)/calib --out $(PROFILE_DIR)/variants/trained-w$$b-gptq --overwrite || exit 1; \
+	  quantkit quantize $(TRAINED_REF) --bits $$b --method rtn --out $(PROFILE_DIR)/variants/trained-w$$b-rtn --overwrite || exit 1; \
+	done
+	rm -rf $(PROFILE_DIR)/report
+	quantkit profile $(TRAINED_REF) $(foreach b,8 4 2,$(PROFILE_DIR)/variants/trained-w$(b)-gptq $(PROFILE_DIR)/variants/trained-w$(b)-rtn) --out $(PROFILE_DIR)/report

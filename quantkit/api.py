@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -15,7 +15,7 @@ from .calibrate.store import CalibrationDir
 from .checkpoint import Checkpoint
 from .errors import QuantkitError
 from .plan import Plan, build_plan
-from .profiles import Profile, check_bits, load_profile, profile_for_bits
+from .profiles import FORMATS, Profile, check_bits, load_profile, profile_for_bits
 from .quantize.pipeline import LayerQuantizer, emit_unlayered, rtn_produce
 from .variant import write_variant
 
@@ -55,18 +55,26 @@ class QuantizeOptions:
     min_tokens: int = 64
     max_tokens: int | None = 4096
     sequential: bool = False
+    format: str | None = None  # "gptq" or "gguf" (one llama.cpp file); None = the profile's format
 
 
 def resolve_profile(adapter: Adapter, *, bits: int | None, profile: str | None,
-                    group_size: int | None = None, method: str | None = None) -> Profile:
+                    group_size: int | None = None, method: str | None = None, fmt: str | None = None) -> Profile:
+    if fmt not in (None, *FORMATS):
+        raise QuantkitError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+    if fmt == "gguf":
+        from .gguf.writer import check_architecture
+        check_architecture(adapter)
     if profile is not None:
         prof = load_profile(profile)
         if bits is not None:
             prof = prof.with_overrides(expert_bits=check_bits(bits))
     elif bits is not None:
-        prof = profile_for_bits(adapter.default_profile, bits)
+        prof = profile_for_bits(adapter.default_profile, bits, fmt or "gptq")
     else:
-        prof = profile_for_bits(adapter.default_profile, 4)
+        prof = profile_for_bits(adapter.default_profile, 4, fmt or "gptq")
+    if fmt is not None and prof.format != fmt:
+        prof = replace(prof, format=fmt)  # the profile's schemes, written as the asked format (checked by the plan)
     if group_size is not None and group_size != -1 and group_size <= 0:
         raise QuantkitError(f"--group-size {group_size}: must be a positive number of columns or -1 (per-channel)")
     return prof.with_overrides(group_size=group_size, method=method)
@@ -75,7 +83,10 @@ def resolve_profile(adapter: Adapter, *, bits: int | None, profile: str | None,
 def make_plan(opts: QuantizeOptions) -> tuple[Checkpoint, Adapter, Plan]:
     ckpt, adapter = open_model(opts.model, opts.revision)
     prof = resolve_profile(adapter, bits=opts.bits, profile=opts.profile, group_size=opts.group_size,
-                           method=opts.method)
+                           method=opts.method, fmt=opts.format)
+    if prof.format == "gguf":
+        from .gguf.variant import check_source
+        check_source(ckpt, adapter)
     return ckpt, adapter, build_plan(ckpt, adapter, prof, force=opts.force)
 
 
@@ -104,8 +115,11 @@ def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None)
         extra["calibration"] = {"samples": samples.summary, "mode": opts.mode, "min_tokens": opts.min_tokens,
                                 "sequential": opts.sequential, "on_the_fly": True}
         produce = partial(_gptq_on_the_fly, ckpt, plan, adapter, samples, opts, extra, log)
-    path = write_variant(ckpt, plan, produce, out, overwrite=opts.overwrite,
-                         max_shard_bytes=parse_size(opts.max_shard_size), extra=extra)
+    writer = write_variant
+    if plan.profile.format == "gguf":
+        from .gguf.variant import write_gguf_variant as writer
+    path = writer(ckpt, plan, produce, out, overwrite=opts.overwrite,
+                  max_shard_bytes=parse_size(opts.max_shard_size), extra=extra)
     return path
 
 

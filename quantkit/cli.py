@@ -108,7 +108,7 @@ def plan(model, bits, profile, group_size, method, revision, force):
     """Show what `quantize` would do: scheme and bytes per role, fallbacks. Writes nothing."""
     from .api import QuantizeOptions, make_plan
 
-    ckpt, p = make_plan(QuantizeOptions(model=model, out=Path("."), bits=bits, profile=profile,
+    _, _, p = make_plan(QuantizeOptions(model=model, out=Path("."), bits=bits, profile=profile,
                                         group_size=group_size, method=method, revision=revision, force=force))
     _print_plan(p)
 
@@ -150,16 +150,20 @@ _calibration_options = [
 @_with(_calibration_options)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only once the new variant is complete).")
 @click.option("--max-shard-size", default="2GB", show_default=True, help="Largest safetensors shard.")
+@click.option("--format", "fmt", type=click.Choice(["gptq", "gguf"]), default=None,
+              help="gptq: GPTQ checkpoint (safetensors); gguf: one llama.cpp file (text ERNIE-4.5 MoE). "
+                   "Default: the profile's format (gptq for --bits).")
 @_handled
 def quantize(model, bits, profile, group_size, method, revision, force, out, calib, sequential, samples, mode,
-             min_tokens, max_tokens, overwrite, max_shard_size):
-    """Quantize MODEL (directory or Hub id) into a GPTQ-format variant at --out."""
+             min_tokens, max_tokens, overwrite, max_shard_size, fmt):
+    """Quantize MODEL (directory or Hub id) into a GPTQ-format (or --format gguf) variant at --out."""
     from .api import QuantizeOptions, quantize as run
 
     path = run(QuantizeOptions(model=model, out=out, bits=bits, profile=profile, group_size=group_size,
                                method=method, revision=revision, overwrite=overwrite, force=force,
                                max_shard_size=max_shard_size, calib=calib, samples=samples, mode=mode,
-                               min_tokens=min_tokens, max_tokens=max_tokens, sequential=sequential), log=_log)
+                               min_tokens=min_tokens, max_tokens=max_tokens, sequential=sequential,
+                               format=fmt), log=_log)
     click.echo(f"variant written: {path}")
 
 
@@ -237,7 +241,7 @@ def push_cmd(variant, repo, revision, private, dry_run, update):
 
 @main.command()
 @click.argument("variant", type=click.Path(path_type=Path))
-@click.option("--runtime", "runtimes", type=click.Choice(["vllm", "transformers", "onnxruntime", "all"]),
+@click.option("--runtime", "runtimes", type=click.Choice(["vllm", "transformers", "onnxruntime", "llama.cpp", "all"]),
               multiple=True, default=("all",), show_default=True, help="Runtime(s) to check; repeatable.")
 @click.option("--source", type=click.Path(path_type=Path), default=None,
               help="Source checkpoint for the bit-identical check of kept tensors (default: quantkit.json's source).")
@@ -269,6 +273,57 @@ def export_onnx(variant, component, out):
     for size, err in errors.items():
         click.echo(f"{component} {size}: max abs error onnxruntime vs torch {err:.3g}")
     click.echo(f"onnx written: {out or Path(variant) / 'onnx' / 'vision.onnx'}")
+
+
+@main.command("profile")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--eval", "eval_file", default=None,
+              help="Samples JSONL whose last message is the reference answer (default: the trained "
+                   "reference's held-out task split, written to OUT/eval/).")
+@click.option("--context", default="4096,32768", show_default=True,
+              help="Context lengths (tokens) for the serving VRAM estimate, comma-separated.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Sequences served at once (VRAM estimate).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("profile-report"), show_default=True,
+              help="Directory for report.json, report.md and tradeoff.png.")
+@click.option("--items-per-kind", type=int, default=40, show_default=True,
+              help="Built-in evaluation split: items of each task kind.")
+@click.option("--no-cuda", is_flag=True, help="Do not measure GPU memory even when CUDA is available.")
+@_handled
+def profile_cmd(models, eval_file, context, batch, out, items_per_kind, no_cuda):
+    """Memory and accuracy of variants against their reference: MODELS = REFERENCE VARIANT... (or a
+    single VARIANT whose quantkit.json names a local source directory)."""
+    from .profile import ProfileOptions, parse_contexts, profile as run, reference_of
+
+    models = list(models)
+    if len(models) == 1:
+        ref = reference_of(models[0])
+        if ref is None:
+            raise QuantkitError(f"{models[0]}: give the reference too (quantkit profile REFERENCE VARIANT...); "
+                                "the variant's quantkit.json names no local source directory")
+        models.insert(0, ref)
+    report = run(ProfileOptions(reference=models[0], variants=models[1:], out=out, eval=eval_file,
+                                contexts=parse_contexts(context), batch=batch, eval_items_per_kind=items_per_kind,
+                                cuda="off" if no_cuda else "auto"), log=_log)
+    for v in report["variants"]:
+        a = v["accuracy"]
+        click.echo(f"{v['name']:<32}{_human(v['memory']['file_bytes']):>12}  KL {a['kl']['all']:.2e}  "
+                   f"top-1 {a['top1']['all']:.3f}  task {a['task']['accuracy']:.3f}")
+    click.echo(f"report written: {out / 'report.md'}, {out / 'report.json'}, {out / 'tradeoff.png'}")
+
+
+@main.command("export-gguf")
+@click.argument("variant", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="GGUF variant directory to create (default: VARIANT-GGUF).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only once the new variant is complete).")
+@_handled
+def export_gguf_cmd(variant, out, overwrite):
+    """Convert a GPTQ VARIANT into a GGUF variant for llama.cpp, keeping GPTQ's codes (8-bit g32 ->
+    Q8_0, 4-bit g32 -> Q4_0 / Q4_1); refuses, naming the tensor, where no GGUF type holds a scheme exactly."""
+    from .gguf.export import export_gguf
+
+    path = export_gguf(variant, out, overwrite=overwrite, log=_log)
+    click.echo(f"variant written: {path}")
 
 
 @main.command("build-tiny")

@@ -22,7 +22,12 @@ PACKED = ("qweight", "qzeros", "scales", "g_idx")
 
 
 def dequantized_state_dict(variant: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of the variant in the source's key names, quantized modules dequantized to fp32."""
+    """Every tensor of the variant in the source's key names, quantized modules dequantized to fp32
+    (a GGUF variant: its .gguf read back, see quantkit.gguf.reader)."""
+    from .gguf.variant import is_gguf_variant
+    if is_gguf_variant(variant):
+        from .gguf.reader import dequantized_state_dict as from_gguf
+        return from_gguf(variant)
     ckpt = Checkpoint.open(variant)
     qcfg = ckpt.config.get("quantization_config")
     if not qcfg or qcfg.get("quant_method") != "gptq":

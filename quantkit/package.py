@@ -198,6 +198,8 @@ def variant_name(manifest: dict, base: str | None = None) -> VariantName:
     s = expert_scheme(manifest)
     suffix = f"GPTQ-Int{s.bits}-{'ch' if s.group_size == -1 else f'g{s.group_size}'}"
     suffix += ("-asym" if not s.sym else "") + ("-actorder" if s.desc_act else "")
+    if manifest.get("format") == "gguf":  # GGUF-<expert type>, e.g. GGUF-Q4_0 (the .gguf's own suffix)
+        suffix = f"GGUF-{(manifest.get('gguf') or {}).get('expert_type', f'{s.bits}bit')}"
     methods = {SchemeInfo.parse(t["scheme"]).method for t in (manifest.get("tensors") or {}).values()
                if t.get("scheme", "keep") != "keep" and SchemeInfo.parse(t["scheme"])}
     if methods == {"rtn"}:
@@ -237,6 +239,7 @@ class RoleRow:
     kept_dtypes: set = field(default_factory=set)
     bytes: int = 0
     fallbacks: int = 0
+    gguf_types: set = field(default_factory=set)  # GGML types of the role's tensors (GGUF variants)
 
 
 def _role_order(label: str) -> tuple:
@@ -260,6 +263,15 @@ def role_rows(variant: Path, manifest: dict) -> list[RoleRow]:
             r.schemes[SchemeInfo.parse(label) or label] += 1
         if entry.get("fallback"):
             r.fallbacks += 1
+    if manifest.get("format") == "gguf":  # bytes by role from the .gguf's tensor table
+        from .gguf.memory import file_bytes
+        for label, row in file_bytes(variant)["by_role"].items():
+            r = rows.setdefault(label, RoleRow(label))
+            r.bytes += row["bytes"]
+            r.gguf_types.update(row["types"])
+            if not r.schemes:
+                r.kept_dtypes.update(row["types"])
+        return sorted(rows.values(), key=lambda r: _role_order(r.label))
     # Bytes on disk and kept dtypes, from the shard headers (no tensor data is read).
     index = variant / INDEX_NAME
     shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
@@ -491,7 +503,10 @@ def _family_facts(config: dict) -> dict:
 def card_metadata(ctx: CardContext) -> dict:
     facts = _family_facts(ctx.config)
     s = expert_scheme(ctx.manifest)
-    tags = ["moe", "mixture-of-experts", "gptq", f"{s.bits}-bit", "quantkit"]
+    gguf = ctx.manifest.get("format") == "gguf"
+    tags = ["moe", "mixture-of-experts", "gguf" if gguf else "gptq", f"{s.bits}-bit", "quantkit"]
+    if gguf:
+        tags.insert(3, "llama.cpp")
     if s.method == "rtn":
         tags.append("rtn")
     if facts["vl"]:
@@ -504,7 +519,7 @@ def card_metadata(ctx: CardContext) -> dict:
         meta["base_model_relation"] = "quantized"
     meta["license"] = ctx.license
     meta.update(ctx.license_extra)
-    meta["library_name"] = "transformers"
+    meta["library_name"] = "gguf" if gguf else "transformers"
     meta["pipeline_tag"] = "image-text-to-text" if facts["vl"] else "text-generation"
     meta["tags"] = tags
     return meta
@@ -524,6 +539,13 @@ def render_card(ctx: CardContext) -> str:
             f"quantkit {m.get('quantkit_version', QUANTKIT_VERSION)} by "
             f"{'round-to-nearest (RTN)' if s.method == 'rtn' else 'GPTQ'} and written in the GPTQ checkpoint format "
             f"(`quant_method: gptq`). It is not an official release of the base model's authors.")
+    gguf = m.get("gguf") if m.get("format") == "gguf" else None
+    if gguf:
+        made = (f"A {s.bits}-bit (routed experts, `{gguf.get('expert_type')}`) quantization of {base_link} for "
+                f"llama.cpp, made with quantkit {m.get('quantkit_version', QUANTKIT_VERSION)} by "
+                f"{'round-to-nearest (RTN)' if s.method == 'rtn' else 'GPTQ'} and written as one GGUF file "
+                f"(architecture `{gguf.get('arch')}`): the codes the quantizer chose are the GGML blocks llama.cpp "
+                "multiplies, without requantization. It is not an official release of the base model's authors.")
     out += [made, ""]
     if ctx.base_model and not _HUB_ID.match(str(src.get("id") or "")):
         out += [f"Quantized from a local copy of the base model (`{src.get('id')}`"
@@ -533,8 +555,13 @@ def render_card(ctx: CardContext) -> str:
                 "`base_model` and the Hub will not list it as a quantization of another model.", ""]
     elif src.get("revision"):
         out += [f"Base model revision: `{src['revision']}`.", ""]
-    out += [f"- Format: GPTQ (`checkpoint_format: gptq`), {_human(total)} of tensors in safetensors shards; `config.json` carries `quantization_config` with "
-            "`dynamic` rules for modules that differ from the base scheme or stay unquantized.",
+    fmt_line = (f"- Format: GPTQ (`checkpoint_format: gptq`), {_human(total)} of tensors in safetensors shards; `config.json` carries `quantization_config` with "
+                "`dynamic` rules for modules that differ from the base scheme or stay unquantized.")
+    if gguf:
+        fmt_line = (f"- Format: GGUF, one file `{gguf.get('file')}` ({_human(gguf.get('file_bytes') or total)}; "
+                    f"{_human(total)} of tensors), GGML type per role below; the source's `config.json` and tokenizer "
+                    "files ride along for transformers-side evaluation.")
+    out += [fmt_line,
             f"- Profile: `{(m.get('profile') or {}).get('name')}`; routed experts: {_scheme_text(s)}.",
             f"- Every file's sha256 is in `{MANIFEST}`; `quantkit verify-files DIR` checks them after a download.",
             ""]
@@ -574,7 +601,8 @@ def _roles_section(ctx: CardContext) -> list[str]:
         sym = sorted({"symmetric" if k.sym else "asymmetric" for k in schemes})
         methods = sorted({k.method.upper() + (" act-order" if k.desc_act else "") for k in schemes})
         kept = f" ({r.kept} kept)" if r.kept else ""
-        body.append([r.label, str(r.tensors) + kept, "/".join(map(str, bits)) + "-bit", group_txt, ", ".join(sym),
+        bits_txt = "/".join(map(str, bits)) + "-bit" + (f" ({', '.join(sorted(r.gguf_types))})" if r.gguf_types else "")
+        body.append([r.label, str(r.tensors) + kept, bits_txt, group_txt, ", ".join(sym),
                      ", ".join(methods), _human(r.bytes)])
     out.append(_md_table(["Role", "Tensors", "Bits", "Group size", "Grid", "Method", "On disk"], body))
     kept_roles = [r.label for r in ctx.rows if not any(isinstance(k, SchemeInfo) for k in r.schemes)
@@ -642,6 +670,8 @@ def _tradeoff_section(ctx: CardContext) -> list[str]:
 
 
 def _runtime_section(ctx: CardContext, s: SchemeInfo, facts: dict) -> list[str]:
+    if ctx.manifest.get("format") == "gguf":
+        return _gguf_runtime_section(ctx)
     out = ["## Runtimes", ""]
     where = ctx.repo or "ORG/NAME"
     rev = f" --revision {ctx.revision}" if ctx.revision and ctx.revision != "main" else ""
@@ -698,6 +728,28 @@ def _runtime_section(ctx: CardContext, s: SchemeInfo, facts: dict) -> list[str]:
     return out
 
 
+def _gguf_runtime_section(ctx: CardContext) -> list[str]:
+    g = ctx.manifest.get("gguf") or {}
+    fname = g.get("file", "MODEL.gguf")
+    where = ctx.repo or "ORG/NAME"
+    rev = f" --revision {ctx.revision}" if ctx.revision and ctx.revision != "main" else ""
+    out = ["## Runtimes", "",
+           f"**llama.cpp** (any CPU; architecture `{g.get('arch', 'ernie4_5-moe')}`) serves this file as it is:", "",
+           "```bash", f"hf download {where}{rev} {fname} --local-dir .", f"llama-server -m {fname}", "```", "",
+           f"or `llama-cli -m {fname}`; the chat template, special tokens and end-of-turn token are in the file. "
+           "Routers, router bias and norms are F32, as llama.cpp reads them.", "",
+           "**transformers / quantkit** (evaluation on CPU): `quantkit.load(DIR)` decodes the .gguf's blocks to "
+           "the weights llama.cpp computes with and returns the transformers model.", "",
+           "**vLLM** does not serve this file; use a GPTQ variant of the same model for vLLM (GPU).", ""]
+    rows = _verdict_rows(ctx.verdicts) if ctx.verdicts is not None else []
+    if rows:
+        out += ["Checked by `quantkit verify` on this variant:", "",
+                _md_table(["Check", "Verdict", "Detail"], [list(r) for r in rows]), ""]
+    else:
+        out += ["No runtime check is recorded for this card (`quantkit verify` was not run).", ""]
+    return out
+
+
 def _reproduce_section(ctx: CardContext) -> list[str]:
     m = ctx.manifest
     src = m.get("source") or {}
@@ -711,7 +763,13 @@ def _reproduce_section(ctx: CardContext) -> list[str]:
         args += " --calib calib"
     elif cal.get("on_the_fly"):
         args += _calib_args(cal) + (" --sequential" if cal.get("sequential") else "")
-    lines.append(f"quantkit quantize {model}{rev} {args} --out {ctx.name.full}".replace("  ", " "))
+    exported = m.get("exported_from")
+    if exported:  # a GGUF made from a GPTQ variant: that variant's quantize, then export-gguf
+        lines.append(f"quantkit quantize {model}{rev} --profile {exported.get('profile')} --out GPTQ-VARIANT")
+        lines.append(f"quantkit export-gguf GPTQ-VARIANT --out {ctx.name.full}")
+        note = None
+    else:
+        lines.append(f"quantkit quantize {model}{rev} {args} --out {ctx.name.full}".replace("  ", " "))
     pkg = f"quantkit package {ctx.name.full}"
     if ctx.base_model and ctx.base_model != src.get("id"):
         pkg += f" --base-model {ctx.base_model}"

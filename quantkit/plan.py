@@ -3,6 +3,10 @@
 The plan is where runtime rules refuse an unloadable variant before any work is done: one bit width
 per fused group (vLLM reads an expert's gate/up/down, or q/k/v, through one kernel), nothing but
 linear weights quantized, and group sizes that divide the layer (else a recorded fallback).
+A `format: gguf` profile plans one llama.cpp file instead: every tensor gets its GGML type
+(quantkit.gguf.types: a scheme no type holds exactly is refused, never approximated), the experts of
+one layer and projection share one type (they are one stacked tensor), and embeddings / output head
+may take a quantized type.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class TensorPlan:
     scheme: QuantScheme | None  # None: kept bit-identical
     fallback: str | None = None
     fused_group: str | None = None
+    gguf_type: str | None = None  # GGML type when the plan is for a GGUF file (F32/BF16/... when kept)
 
     @property
     def quantized(self) -> bool:
@@ -44,6 +49,9 @@ class TensorPlan:
 
     @property
     def predicted_bytes(self) -> int:
+        if self.gguf_type is not None:
+            from .gguf.types import tensor_nbytes
+            return tensor_nbytes(self.shape, self.gguf_type)
         if self.scheme is None:
             return self.source_bytes
         out_f, in_f = self.shape
@@ -79,7 +87,7 @@ class Plan:
             r["params"] += _numel(e.shape)
             r["source_bytes"] += e.source_bytes
             r["planned_bytes"] += e.predicted_bytes
-            r["schemes"].add(_scheme_label(e.scheme))
+            r["schemes"].add(_scheme_label(e.scheme) + (f" ({e.gguf_type})" if e.gguf_type else ""))
         return {k: {**v, "schemes": sorted(v["schemes"])} for k, v in sorted(rows.items())}
 
 
@@ -121,6 +129,7 @@ def build_plan(ckpt: Checkpoint, adapter: Adapter, profile: Profile, *, force: b
     if profile.family != adapter.family:
         raise QuantkitError(f"profile {profile.name} ({profile.source}) is for {profile.family}, "
                             f"but {ckpt.source} is {adapter.family}")
+    gguf = profile.format == "gguf"
     entries, notes = [], []
     for info in ckpt.infos():
         role = adapter.role_of(info.name)
@@ -128,6 +137,8 @@ def build_plan(ckpt: Checkpoint, adapter: Adapter, profile: Profile, *, force: b
         fallback = None
         if scheme is not None:
             is_linear_weight = role.is_linear and info.name.endswith(".weight") and len(info.shape) == 2
+            if gguf and role.kind in ("embedding", "lm_head") and len(info.shape) == 2:
+                is_linear_weight = True  # llama.cpp reads quantized token embeddings and output heads
             if not is_linear_weight:
                 if role.is_linear:  # a bias of a quantized linear: stays float, as loaders expect
                     scheme = None
@@ -135,12 +146,21 @@ def build_plan(ckpt: Checkpoint, adapter: Adapter, profile: Profile, *, force: b
                     raise QuantkitError(f"profile {profile.name}: rule quantizes {info.name} ({role.kind}); only "
                                         "linear weights of experts, attention and MLPs can be quantized "
                                         f"(a quantized {role.kind} breaks serving engines)")
+        if gguf:
+            from .gguf.types import gguf_tensor_type
+            entries.append(TensorPlan(info.name, role, info.shape, info.dtype, info.nbytes, scheme,
+                                      gguf_type=gguf_tensor_type(info, role, scheme)))
+            continue
         if scheme is not None:
             scheme, fallback = _fit_group(scheme, info.shape[1])
             _check_packable(info, scheme)
         entries.append(TensorPlan(info.name, role, info.shape, info.dtype, info.nbytes, scheme, fallback,
                                   adapter.fused_group(info.name, role) if scheme is not None else None))
-    _check_fused_groups(entries, force, notes)
+    if gguf:
+        from .gguf.types import check_stacked_experts
+        check_stacked_experts(entries)
+    else:
+        _check_fused_groups(entries, force, notes)
     _check_coverage(entries, adapter, notes)
     for e in entries:
         if e.fallback:

@@ -5,6 +5,11 @@ A rule matches by `role` (a kind such as `routed_expert`, or a label such as `ro
 or a list of them) and/or by `name` (a regex searched in the tensor name). It either says
 `keep: true` (stay at source precision, bit-identical) or gives `bits`, `group_size`, `sym`,
 `method`, `desc_act`. Tensors no rule matches are kept, and that is reported by `inspect`/`plan`.
+
+`format` is `gptq` (the GPTQ checkpoint format, default) or `gguf` (one llama.cpp file; see
+quantkit/gguf). A gguf profile's rules may name the GGML type instead of bits: `gguf_type: Q4_0`
+sets bits, group size and symmetry to the ones that type stores exactly (Q8_0, Q4_0, Q4_1, Q3_K,
+Q2_K; quantkit.gguf.types); kept tensors are F32 (routers, router bias, norms) or their source dtype.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from .quantize.scheme import SUPPORTED_BITS, QuantScheme
 from .roles import ALL_KINDS, Role
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-_RULE_KEYS = {"role", "name", "keep", "bits", "group_size", "sym", "method", "desc_act", "why"}
+_RULE_KEYS = {"role", "name", "keep", "bits", "group_size", "sym", "method", "desc_act", "why", "gguf_type"}
+FORMATS = ("gptq", "gguf")
 _TOP_KEYS = {"name", "family", "format", "description", "rules"}
 
 
@@ -76,7 +82,7 @@ class Profile:
                            "scheme": r.scheme.to_dict() if r.scheme else "keep"} for r in self.rules]}
 
 
-def _parse_rule(raw, where: str) -> Rule:
+def _parse_rule(raw, where: str, fmt: str = "gptq") -> Rule:
     if not isinstance(raw, dict):
         raise QuantkitError(f"{where}: each rule must be a mapping, got {raw!r}")
     unknown = set(raw) - _RULE_KEYS
@@ -96,9 +102,11 @@ def _parse_rule(raw, where: str) -> Rule:
     if not roles and name is None:
         raise QuantkitError(f"{where}: a rule needs `role` or `name`")
     if raw.get("keep"):
-        if "bits" in raw:
+        if "bits" in raw or "gguf_type" in raw:
             raise QuantkitError(f"{where}: a rule cannot both keep and set bits")
         return Rule(roles, name, None, raw.get("why", ""))
+    if "gguf_type" in raw:
+        raw = _gguf_type_fields(raw, where, fmt)
     if "bits" not in raw:
         raise QuantkitError(f"{where}: a rule needs `keep: true` or `bits`")
     try:
@@ -131,11 +139,28 @@ def load_profile(path_or_name: str | Path) -> Profile:
     if "family" not in raw or not isinstance(raw.get("rules"), list):
         raise QuantkitError(f"{path}: a profile needs `family` and a list of `rules`")
     fmt = raw.get("format", "gptq")
-    if fmt != "gptq":
-        raise QuantkitError(f"{path}: format {fmt!r} is not supported yet (supported: gptq)")
-    rules = tuple(_parse_rule(r, f"{path} rule {i + 1}") for i, r in enumerate(raw["rules"]))
+    if fmt not in FORMATS:
+        raise QuantkitError(f"{path}: format {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
+    rules = tuple(_parse_rule(r, f"{path} rule {i + 1}", fmt) for i, r in enumerate(raw["rules"]))
     return Profile(name=raw.get("name", path.stem), family=raw["family"], format=fmt,
                    description=raw.get("description", ""), rules=rules, source=str(path))
+
+
+def _gguf_type_fields(raw: dict, where: str, fmt: str) -> dict:
+    """`gguf_type: Q4_0` -> the bits / group_size / sym that type stores; explicit fields must agree."""
+    from .gguf.types import QUANT_TYPES, known_types_text
+
+    if fmt != "gguf":
+        raise QuantkitError(f"{where}: `gguf_type` needs `format: gguf` at the top of the profile")
+    t = QUANT_TYPES.get(str(raw["gguf_type"]))
+    if t is None:
+        raise QuantkitError(f"{where}: unknown gguf_type {raw['gguf_type']!r}; quantized types: {known_types_text()} "
+                            "(keep a tensor with `keep: true`)")
+    implied = {"bits": t.bits, "group_size": t.group, "sym": t.sym}
+    for key, value in implied.items():
+        if key in raw and raw[key] != value:
+            raise QuantkitError(f"{where}: gguf_type {t.name} is {t.label}, but the rule says {key}: {raw[key]}")
+    return {**raw, **implied}
 
 
 def check_bits(bits: int) -> int:
@@ -144,9 +169,12 @@ def check_bits(bits: int) -> int:
     return bits
 
 
-def profile_for_bits(family_profile: str, bits: int) -> Profile:
-    """`--bits N`: the family's shipped `-wN` profile, else its `-w4` profile with expert bits N."""
+def profile_for_bits(family_profile: str, bits: int, fmt: str = "gptq") -> Profile:
+    """`--bits N`: the family's shipped `-wN` profile (`-gguf-wN` for format gguf), else its `-w4`
+    profile with expert bits N."""
     check_bits(bits)
+    if fmt == "gguf":
+        family_profile = f"{family_profile}-gguf"
     exact = PROFILE_DIR / f"{family_profile}-w{bits}.yaml"
     if exact.is_file():
         return load_profile(exact)

@@ -30,3 +30,27 @@ def tiny_vl_w4(tiny_vl, tmp_path_factory):
     from quantkit.api import QuantizeOptions, quantize
     out = tmp_path_factory.mktemp("variants") / "tiny-vl-w4"
     return quantize(QuantizeOptions(model=str(tiny_vl), out=out, bits=4, method="rtn", max_shard_size="300KB"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_gguf(tiny_text, tmp_path_factory):
+    """GGUF variants of the tiny text MoE: GPTQ at 8, 4, 3 and 2 bits (Q8_0, Q4_0, Q3_K, Q2_K experts)
+    and round-to-nearest in the Q2_K layout, from one calibration on the shipped set's first text-only
+    samples. Returns {"calib": dir, "samples": file, "w8": dir, "w4": dir, "w3": dir, "w2": dir, "w2-rtn": dir}."""
+    import json
+
+    from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, quantize
+    from quantkit.calibrate.encode import DEFAULT_SAMPLES
+
+    root = tmp_path_factory.mktemp("gguf")
+    text_only = [line for line in (DEFAULT_SAMPLES / "samples.jsonl").read_text().splitlines()
+                 if all(c["type"] == "text" for m in json.loads(line)["messages"]
+                        for c in (m["content"] if isinstance(m["content"], list) else []))]
+    samples = root / "text.jsonl"
+    samples.write_text("\n".join(text_only[:5]) + "\n")
+    calib, _ = calibrate(CalibrateOptions(model=str(tiny_text), out=root / "calib", samples=str(samples)))
+    out = {"calib": calib, "samples": samples}
+    for name, bits, method in (("w8", 8, None), ("w4", 4, None), ("w3", 3, None), ("w2", 2, None), ("w2-rtn", 2, "rtn")):
+        out[name] = quantize(QuantizeOptions(model=str(tiny_text), out=root / name, bits=bits, format="gguf",
+                                             method=method, calib=calib if method is None else None))
+    return out

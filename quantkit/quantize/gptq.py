@@ -27,19 +27,38 @@ Additions:
   multiplied by 10 and retried, for that expert only; the fraction used is in `GPTQResult.damp`;
 - argsort for act_order is stable, so ties (an identity Hessian) keep the original order;
 - per-channel scales are taken after dead columns are zeroed (the reference takes them before).
+
+Given-grid mode (`gptq_quantize_on_grid`): the caller fixes every group's grid beforehand, as a scale
+and an offset per group (w' = scale * code - offset, codes 0..2**bits - 1), e.g. llama.cpp's Q2_K,
+whose 16-weight groups take their scale and min from 4-bit codes against a per-256 fp16 d and dmin,
+so no integer zero point describes them. GPTQ then only chooses the codes, with those static groups
+(g_idx[i] = i // group_size, also under act-order). A zero scale (a group whose grid has one level)
+takes code 0.
 """
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from quantkit.quantize.rtn import dequantize_codes, group_scale_zero, quantize_codes, resolve_group_size
+from quantkit.quantize.rtn import dequantize_codes, group_scale_zero, max_code, quantize_codes, resolve_group_size
 from quantkit.quantize.scheme import QuantizedWeight
 
 _DAMP_GROWTH = 10.0
 _DAMP_TRIES = 6
+# Parallelism: the matrices of a batch are split between SOLVE_WORKERS Python threads (None: the
+# caller's torch.get_num_threads()), each factorising and sweeping its share with ONE intra-op thread.
+# Multi-threaded ops would instead run every one of the sweep's thousands of small per-column ops, and
+# the LAPACK calls, in lock-step on all threads, and on a shared machine a descheduled thread stalls
+# each of them: measured on the 2-core box at load ~3 (bench/README.md), 16 [1536, 2560] experts took
+# 55-92 s to sweep on 2 threads and 4-6 s on 1; 16 Cholesky/inverse factors of 2560 took 168 s on 2
+# threads and 8.8 s on 1. Each matrix is computed by the same single-threaded kernels whatever the
+# batch, the split or the caller's thread count, so the codes equal those of one thread (the tests'
+# OMP_NUM_THREADS=1) and no longer depend on the thread count.
+SOLVE_WORKERS: int | None = None
 
 
 @dataclass
@@ -171,20 +190,73 @@ def _static_group_params(weight: torch.Tensor, group: int, bits: int, sym: bool)
     return scale.transpose(1, 2).contiguous(), zero.transpose(1, 2).contiguous()
 
 
-def _solve(weight, hinv, col_group, group, bits, sym, block_size, static_params):
+@contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with `n` intra-op threads, then restore the caller's count."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _factor_and_solve(weight, hessian, damp, col_group, group, bits, sym, block_size, static_params,
+                      given_grid=False):
+    """_inverse_hessian_factor + _solve on contiguous shares of the batch, one share per worker thread,
+    every worker on one intra-op thread (see SOLVE_WORKERS). Returns codes, scales, zeros, damp used."""
+    n_mats = weight.shape[0]
+    workers = max(1, min(n_mats, SOLVE_WORKERS or torch.get_num_threads()))
+    bounds = [(n_mats * k // workers, n_mats * (k + 1) // workers) for k in range(workers)]
+
+    def run(a: int, b: int):
+        hinv, damp_used = _inverse_hessian_factor(hessian[a:b], damp)
+        static = None if static_params is None else tuple(t[a:b] for t in static_params)
+        codes, scales, zeros = _solve(weight[a:b], hinv, col_group[a:b], group, bits, sym, block_size, static,
+                                      given_grid)
+        return codes, scales, zeros, damp_used
+
+    with _torch_threads(1):
+        if workers == 1:
+            parts = [run(0, n_mats)]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(lambda ab: run(*ab), bounds))
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(4))
+
+
+def _solve(weight, hinv, col_group, group, bits, sym, block_size, static_params, given_grid=False):
     """The GPTQ column sweep on permuted weight/factor. Returns fp32 codes [B, out, in] in processing
-    order and the per-group scales and zeros [B, n_groups, out]."""
+    order and the per-group scales and zeros [B, n_groups, out]. With `given_grid`, static_params are
+    (scales, offsets) of the caller's grid instead of (scales, zeros).
+
+    For speed only (every value is computed by the same operations in the same order as the plain
+    [B, out, block] sweep, so the codes are bit-identical to it):
+    - the lazy block is held transposed, [B, block, out], so a column is one contiguous row and the
+      in-block rank-1 update walks contiguous memory through a preallocated product buffer (same
+      product, same subtraction); codes are collected column-major too;
+    - the block's error goes back to [B, out, block] (a copy) before the bmm, so the BLAS call gets the
+      same operands as before;
+    - when every matrix maps a column to the same group (no act_order, or static groups on equal
+      orders), the column's scale/zero is a view instead of a per-column gather.
+    """
     n_mats, out_features, in_features = weight.shape
     if static_params is None:
         scales = weight.new_zeros(n_mats, in_features // group, out_features)
         zeros = torch.zeros_like(scales)
     else:
         scales, zeros = static_params
-    codes = torch.empty_like(weight)
+    codes_t = weight.new_empty(n_mats, in_features, out_features)  # processed column -> row
     mats = torch.arange(n_mats)
+    shared_groups = bool((col_group == col_group[:1]).all())
+    groups_of = col_group[0].tolist()
+    product = weight.new_empty(n_mats, block_size, out_features)
     for i1 in range(0, in_features, block_size):
         i2 = min(i1 + block_size, in_features)
-        w_block = weight[:, :, i1:i2].clone()
+        w_block = weight[:, :, i1:i2].transpose(1, 2).contiguous()  # [B, block, out]
         err_block = torch.empty_like(w_block)
         hinv_block = hinv[:, i1:i2, i1:i2]
         for i in range(i2 - i1):
@@ -193,15 +265,28 @@ def _solve(weight, hinv, col_group, group, bits, sym, block_size, static_params)
                 scales[:, col // group], zeros[:, col // group] = group_scale_zero(
                     weight[:, :, col:col + group], bits, sym
                 )
-            scale, zero = scales[mats, col_group[:, col]], zeros[mats, col_group[:, col]]
-            w = w_block[:, :, i]
-            q = quantize_codes(w, scale, zero, bits)
-            codes[:, :, col] = q
-            err = (w - dequantize_codes(q, scale, zero)) / hinv_block[:, i, i].unsqueeze(1)
-            w_block[:, :, i + 1:] -= err.unsqueeze(2) * hinv_block[:, i, i + 1:].unsqueeze(1)
-            err_block[:, :, i] = err
-        weight[:, :, i2:] -= torch.bmm(err_block, hinv[:, i1:i2, i2:])
-    return codes, scales, zeros
+            if shared_groups:
+                scale, zero = scales[:, groups_of[col]], zeros[:, groups_of[col]]
+            else:
+                scale, zero = scales[mats, col_group[:, col]], zeros[mats, col_group[:, col]]
+            w = w_block[:, i]
+            if given_grid:
+                q = grid_codes(w, scale, zero, bits)
+                w_hat = scale * q - zero
+            else:
+                q = quantize_codes(w, scale, zero, bits)
+                w_hat = dequantize_codes(q, scale, zero)
+            codes_t[:, col] = q
+            err = (w - w_hat) / hinv_block[:, i, i].unsqueeze(1)
+            rest = i2 - col - 1
+            if rest:
+                update = product[:, :rest]
+                torch.mul(err.unsqueeze(1), hinv_block[:, i, i + 1:].unsqueeze(2), out=update)
+                w_block[:, i + 1:].sub_(update)
+            err_block[:, i] = err
+        if i2 < in_features:
+            weight[:, :, i2:] -= torch.bmm(err_block.transpose(1, 2).contiguous(), hinv[:, i1:i2, i2:])
+    return codes_t.transpose(1, 2).contiguous(), scales, zeros
 
 
 def gptq_quantize(
@@ -235,8 +320,8 @@ def gptq_quantize(
     position = perm if static_groups else torch.arange(in_features).expand(n_mats, in_features)
     col_group = position // group
 
-    hinv, damp_used = _inverse_hessian_factor(h, damp)
-    codes, scales, zeros = _solve(w, hinv, col_group, group, bits, sym, block_size, static_params)
+    codes, scales, zeros, damp_used = _factor_and_solve(w, h, damp, col_group, group, bits, sym, block_size,
+                                                        static_params)
 
     # Back to the original column order: processed column j is original column perm[:, j].
     codes = torch.empty_like(codes).scatter_(2, perm.unsqueeze(1).expand_as(codes), codes)
@@ -252,6 +337,61 @@ def gptq_quantize(
         rtn_fallback=rtn_fallback,
         damp=damp_used,
     )
+
+
+def grid_codes(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int) -> torch.Tensor:
+    """Nearest codes (fp32 integers) of x on the grid scale * code - offset (scale may be negative);
+    code 0 where the scale is 0 (every code then gives the same value)."""
+    safe = torch.where(scale == 0, torch.ones_like(scale), scale)
+    codes = torch.clamp(torch.round((x + offset) / safe), 0, max_code(bits))
+    return torch.where(scale == 0, torch.zeros_like(codes), codes)
+
+
+@dataclass
+class GridResult:
+    """Codes GPTQ chose on a given grid, for a stack of B matrices."""
+
+    codes: torch.Tensor  # int32 [B, out, in]
+    rtn_fallback: torch.Tensor  # bool [B]: all-zero Hessian, so the codes are round-to-nearest
+    damp: torch.Tensor  # fp32 [B]
+
+    @property
+    def fallback_experts(self) -> list[int]:
+        return self.rtn_fallback.nonzero().flatten().tolist()
+
+
+def gptq_quantize_on_grid(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    scales: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    bits: int,
+    group_size: int,
+    damp: float = 0.01,
+    block_size: int = 128,
+    act_order: bool = False,
+) -> GridResult:
+    """GPTQ of weight [B, out, in] on a fixed grid: group g of row r (columns g*group_size ...) has
+    w' = scales[b, g, r] * code - offsets[b, g, r], codes in [0, 2**bits - 1]. Only the codes are
+    chosen; the grid is the caller's (module docstring)."""
+    w, h = _checked_inputs(weight, hessian, damp, block_size)
+    n_mats, out_features, in_features = w.shape
+    group = resolve_group_size(group_size, in_features)
+    want = (n_mats, in_features // group, out_features)
+    if tuple(scales.shape) != want or tuple(offsets.shape) != want:
+        raise ValueError(f"grid scales {tuple(scales.shape)} / offsets {tuple(offsets.shape)} must be [B, n_groups, out] = {want}")
+    grid = (scales.to(torch.float32), offsets.to(torch.float32))
+    rtn_fallback = _replace_empty_hessians(h)
+    _drop_dead_columns(w, h)
+    perm = _column_order(h, act_order)
+    if act_order:
+        w, h = _permute(w, h, perm)
+    col_group = perm // group  # static groups: the original column index decides the group
+    codes, _, _, damp_used = _factor_and_solve(w, h, damp, col_group, group, bits, True, block_size, grid,
+                                               given_grid=True)
+    codes = torch.empty_like(codes).scatter_(2, perm.unsqueeze(1).expand_as(codes), codes)
+    return GridResult(codes=codes.to(torch.int32), rtn_fallback=rtn_fallback, damp=damp_used)
 
 
 def gptq_quantize_one(weight: torch.Tensor, hessian: torch.Tensor, **kwargs) -> QuantizedWeight:

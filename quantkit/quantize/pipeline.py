@@ -2,7 +2,8 @@
 
 Experts of one layer that share a modality, projection, shape and scheme are solved as one batch
 (batched Cholesky and block updates); every expert that falls back (no calibration tokens) is
-recorded with its reason.
+recorded with its reason. A `Backend` says how weights are solved and emitted for the plan's format:
+the GPTQ checkpoint tensors here, GGML blocks for a GGUF plan (quantkit.gguf.backend).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..plan import Plan, TensorPlan
 from .gptq import gptq_quantize
 from .gptq_format import pack
 from .rtn import quantize_rtn, quantize_rtn_experts
-from .scheme import QuantizedWeight
+from .scheme import QuantizedWeight, QuantScheme
 
 Add = Callable[[dict[str, torch.Tensor]], None]
 # Experts solved together per batch: bounds the solver's memory (~6·B·in² floats) on real shapes.
@@ -30,23 +31,51 @@ def packed(entry: TensorPlan, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
     return {f"{entry.module}.{k}": v for k, v in pack(qw).items()}
 
 
+class Backend:
+    """Solves a batch of same-scheme matrices W [B, out, in] and emits each result as output tensors.
+    This one writes the GPTQ checkpoint format."""
+
+    def rtn(self, scheme: QuantScheme, W: torch.Tensor) -> list:
+        return quantize_rtn_experts(W, scheme.bits, scheme.group_size, scheme.sym)
+
+    def rtn_one(self, scheme: QuantScheme, w: torch.Tensor):
+        return quantize_rtn(w, scheme.bits, scheme.group_size, scheme.sym)
+
+    def gptq(self, scheme: QuantScheme, W: torch.Tensor, H: torch.Tensor) -> tuple[list, list[int]]:
+        """Per-matrix results and the indices that fell back to RTN (all-zero Hessian)."""
+        res = gptq_quantize(W, H, bits=scheme.bits, group_size=scheme.group_size, sym=scheme.sym,
+                            act_order=scheme.desc_act)
+        return res.split(), res.fallback_experts
+
+    def emit(self, entry: TensorPlan, result) -> dict:
+        return packed(entry, result)
+
+
+def backend_for(plan: Plan) -> Backend:
+    if plan.profile.format == "gguf":
+        from ..gguf.backend import GGUFBackend
+        return GGUFBackend()
+    return Backend()
+
+
 def emit_unlayered(ckpt: Checkpoint, plan: Plan, add: Add) -> None:
     """Tensors outside decoder layers (embeddings, vision tower, norms): kept, or RTN if planned."""
+    backend = backend_for(plan)
     for e in plan.entries:
         if e.role.layer is None:
             t = ckpt.read(e.name)
-            add({e.name: t} if not e.quantized else packed(e, quantize_rtn(t.float(), e.scheme.bits,
-                                                                          e.scheme.group_size, e.scheme.sym)))
+            add({e.name: t} if not e.quantized else backend.emit(e, backend.rtn_one(e.scheme, t.float())))
 
 
 def rtn_produce(ckpt: Checkpoint, plan: Plan, add: Add) -> None:
     """Round-to-nearest, one tensor in memory at a time."""
+    backend = backend_for(plan)
     for e in plan.entries:
         t = ckpt.read(e.name)
         if not e.quantized:
             add({e.name: t})
         else:
-            add(packed(e, quantize_rtn(t.float(), e.scheme.bits, e.scheme.group_size, e.scheme.sym)))
+            add(backend.emit(e, backend.rtn_one(e.scheme, t.float())))
 
 
 class LayerQuantizer:
@@ -60,6 +89,7 @@ class LayerQuantizer:
                 self.by_layer[e.role.layer].append(e)
         self.fallbacks: list[dict] = []
         self.solver: dict[str, float] = defaultdict(float)
+        self.backend = backend_for(plan)
 
     def __call__(self, n: int, calib: LayerCalibration | None, add: Add,
                  want_dequantized: bool = False) -> dict[str, torch.Tensor]:
@@ -73,7 +103,7 @@ class LayerQuantizer:
         for batch in _batches([e for e in entries if e.quantized]):
             results = self._solve(batch, weights, calib)
             for e, qw in zip(batch, results):
-                add(packed(e, qw))
+                add(self.backend.emit(e, qw))
                 if want_dequantized:
                     dequantized[e.name] = qw.dequantize()
         return dequantized
@@ -81,9 +111,8 @@ class LayerQuantizer:
     def _solve(self, batch: list[TensorPlan], weights: dict, calib: LayerCalibration | None) -> list[QuantizedWeight]:
         s = batch[0].scheme
         W = torch.stack([weights[e.name].float() for e in batch])
-        group = s.group_size
         if s.method == "rtn":
-            return quantize_rtn_experts(W, s.bits, group, s.sym)
+            return self.backend.rtn(s, W)
         if calib is None:
             raise ValueError("GPTQ needs layer statistics")
         H = []
@@ -91,17 +120,17 @@ class LayerQuantizer:
             h, _ = calib.hessian(self.adapter.input_group(e.module))
             H.append(h if h is not None else torch.zeros(W.shape[-1], W.shape[-1]))  # solver flags it
         t0 = time.perf_counter()
-        res = gptq_quantize(W, torch.stack(H), bits=s.bits, group_size=group, sym=s.sym, act_order=s.desc_act)
+        results, fallback_experts = self.backend.gptq(s, W, torch.stack(H))
         self.solver["seconds"] += time.perf_counter() - t0
         self.solver["matrices"] += len(batch)
-        for i in res.fallback_experts:
+        for i in fallback_experts:
             e = batch[i]
             src = calib.sources.get(self.adapter.input_group(e.module), "none")
             self.fallbacks.append({"tensor": e.name, "role": e.role.label, "fallback": "rtn",
                                    "reason": "no calibration tokens reached this module"
                                              + (f" (no {e.role.modality} tokens in the samples)"
                                                 if e.role.modality and src == "none" else "")})
-        return res.split()
+        return results
 
 
 def _batches(entries: list[TensorPlan]) -> list[list[TensorPlan]]:

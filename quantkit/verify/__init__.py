@@ -37,6 +37,10 @@ def verify(variant: str | Path, runtimes=RUNTIMES, source: str | Path | None = N
     """Integrity + runtime contracts of a quantkit variant. `source` overrides manifest["source"]["id"]
     for the bit-identical check of kept tensors; `load=False` skips the transformers load (static
     transformers rules still run)."""
+    from ..gguf.variant import is_gguf_variant
+    if is_gguf_variant(variant):  # a llama.cpp file: its own checks (quantkit/gguf/verify.py)
+        from ..gguf.verify import verify_gguf
+        return verify_gguf(variant, runtimes, source, load=load)
     from .contracts import check_transformers, check_vllm
     from .integrity import VariantFiles, run_integrity
     from .onnx_check import cross_check

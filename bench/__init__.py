@@ -1,0 +1,1 @@
+"""quantkit benchmarks (not installed with the package; run from the repository root: `make bench`)."""
