@@ -278,6 +278,8 @@ def run_config(args) -> dict:
             t_load = time.perf_counter() - t0
             load_read = ckpt.read_seconds
             rss_loaded = _status()["VmRSS"]
+            peak_load = _status()["VmHWM"]
+            reset_peak()
             calib = TimedCalibration(n)
             t0 = time.perf_counter()
             outputs = stream._forward(layer, n, states, calib, args.mode)
@@ -288,6 +290,8 @@ def run_config(args) -> dict:
             t_supplement = time.perf_counter() - t0
             _finish_routing(calib)
             rss_calibrated = _status()["VmRSS"]
+            peak_calibrate = _status()["VmHWM"]
+            reset_peak()
             hessian_bytes = sum(h.numel() * h.element_size() for h in calib.hessians.values())
             ckpt.read_seconds, ckpt.read_bytes = 0.0, 0
             q.solve_total = 0.0
@@ -303,7 +307,8 @@ def run_config(args) -> dict:
             del layer
             wall = time.perf_counter() - t_layer
             cpu = cpu_seconds() - cpu0
-            peak = _status()["VmHWM"]
+            peak_quantize = _status()["VmHWM"]
+            peak = max(peak_load, peak_calibrate, peak_quantize)
             segments.append((f"layer {n}", peak))
             flops = sum(k["flops"] for k in q.kinds.values())
             rec = {
@@ -320,8 +325,9 @@ def run_config(args) -> dict:
                     "write": round(t_write, 2),
                 },
                 "cpu_share": round(cpu / (wall * args.threads), 3),
-                "rss": {"peak_bytes": peak, "after_load_bytes": rss_loaded, "after_calibration_bytes": rss_calibrated,
-                        "hessian_bytes": hessian_bytes},
+                "rss": {"peak_bytes": peak, "peak_load_layer_bytes": peak_load, "peak_calibrate_bytes": peak_calibrate,
+                        "peak_quantize_bytes": peak_quantize, "after_load_bytes": rss_loaded,
+                        "after_calibration_bytes": rss_calibrated, "hessian_bytes": hessian_bytes},
                 "solve": {"flops": flops, "gflops": round(flops / t_gptq / 1e9, 2) if t_gptq else None,
                           "by_kind": {k: {**{kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items()},
                                           "gflops": round(v["flops"] / v["gptq_seconds"] / 1e9, 2) if v["gptq_seconds"] else None}
@@ -396,18 +402,24 @@ def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
     for e in entries:
         counts[(e.role.modality, e.role.proj)] += 1
     size = min(args.loop_experts or MAX_BATCH, MAX_BATCH)
-    kinds = {}
-    for modality, proj in [("text", "gate"), ("text", "down"), ("vision", "gate"), ("vision", "down")]:
+    kinds, gate_runs = {}, {}
+
+    def inputs(modality, proj):
         sel = [e for e in entries if e.role.modality == modality and e.role.proj == proj][:size]
         if not sel:
-            continue
+            return None, None, None
         weights = ckpt.read_many([e.name for e in sel])
         W = torch.stack([weights[e.name].float() for e in sel])
         H = []
-        for e in sel:
+        for e in sel:  # as LayerQuantizer._solve builds them
             h, _ = calib.hessian(adapter.input_group(e.module))
             H.append(h if h is not None else torch.zeros(W.shape[-1], W.shape[-1]))
-        H = torch.stack(H)
+        return sel, W, torch.stack(H)
+
+    for modality, proj in [("text", "gate"), ("text", "down"), ("vision", "gate"), ("vision", "down")]:
+        sel, W, H = inputs(modality, proj)
+        if not sel:
+            continue
         s = sel[0].scheme
         kw = dict(bits=s.bits, group_size=s.group_size, sym=s.sym, act_order=s.desc_act)
         before = machine_sample()
@@ -431,13 +443,38 @@ def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
             "machine_before": before}
         print(f"bench: batched vs loop {modality}.{proj} {list(sel[0].shape)} x{len(sel)}: batched {t_b:.1f}s, "
               f"loop {t_l:.1f}s, x{t_l / t_b:.2f}", flush=True)
-        del W, H, batched, looped, weights
+        if proj == "gate":
+            gate_runs[modality] = (batched, t_b, kw)
+        del W, H, batched, looped
+    fused = {}
+    for modality, (gate, t_gate, kw) in gate_runs.items():
+        # what-if (not the product's path): gate and up read the same input, so they share H; solving
+        # [gate; up] as one [2I, H] matrix per expert needs one factorisation instead of two.
+        sel_u, W_u, H = inputs(modality, "up")
+        sel_g, W_g, _ = inputs(modality, "gate")
+        t0 = time.perf_counter()
+        up = gptq_quantize(W_u, H, **kw)
+        t_up = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        both = gptq_quantize(torch.cat([W_g, W_u], dim=1), H, **kw)
+        t_fused = time.perf_counter() - t0
+        i = W_g.shape[1]
+        same = all(torch.equal(a, b) for a, b in ((both.codes[:, :i], gate.codes), (both.codes[:, i:], up.codes),
+                                                  (both.scales[:, :, :i], gate.scales), (both.scales[:, :, i:], up.scales)))
+        per_layer = counts[(modality, "gate")] / len(sel_g)
+        fused[modality] = {"experts": len(sel_g), "gate_seconds": round(t_gate, 3), "up_seconds": round(t_up, 3),
+                           "fused_seconds": round(t_fused, 3), "identical_codes": same,
+                           "layer_saving_seconds_est": round((t_gate + t_up - t_fused) * per_layer, 1),
+                           "machine_after": machine_sample()}
+        print(f"bench: what-if gate+up fused {modality} x{len(sel_g)}: gate {t_gate:.1f}s + up {t_up:.1f}s vs fused "
+              f"{t_fused:.1f}s, identical codes {same}", flush=True)
+        del W_u, W_g, H, up, both
     # layer extrapolation: per-matrix times x the layer's matrices of each shape (up has gate's shape)
     tb = sum(k["batched_seconds"] / k["experts"] * k["layer_matrices"] for k in kinds.values())
     tl = sum(k["loop_seconds"] / k["experts"] * k["layer_matrices"] for k in kinds.values())
     direct_b = sum(k["batched_seconds"] for k in kinds.values())
     direct_l = sum(k["loop_seconds"] for k in kinds.values())
-    return {"layer": n, "batch": size, "kinds": kinds, "machine_after": machine_sample(),
+    return {"layer": n, "batch": size, "kinds": kinds, "gate_up_fused_whatif": fused, "machine_after": machine_sample(),
             "measured_ratio": round(direct_l / direct_b, 2) if direct_b else None,
             "layer_experts_batched_seconds_est": round(tb, 1), "layer_experts_loop_seconds_est": round(tl, 1),
             "layer_ratio_est": round(tl / tb, 2) if tb else None}
@@ -824,6 +861,13 @@ def markdown(report: dict) -> str:
                      f"{', '.join(str(v['layer_matrices']) + ' ' + k for k, v in loop['kinds'].items())} matrices "
                      f"(up counted with gate): batched {loop['layer_experts_batched_seconds_est']} s vs loop "
                      f"{loop['layer_experts_loop_seconds_est']} s = **x{loop['layer_ratio_est']}**.")
+        fu = loop.get("gate_up_fused_whatif") or {}
+        if fu:
+            lines += ["", "What-if, not the product's path: gate and up share H, so [gate; up] solved as one matrix "
+                      "needs one factorisation instead of two (a pipeline._batches change):", ""]
+            lines += [f"- {m}: gate {v['gate_seconds']} s + up {v['up_seconds']} s vs fused {v['fused_seconds']} s "
+                      f"for {v['experts']} experts, identical codes: {v['identical_codes']}; est. saving "
+                      f"{v['layer_saving_seconds_est']} s per layer" for m, v in fu.items()]
     else:
         lines.append("not run")
     acc = report["accuracy"]

@@ -85,6 +85,8 @@ def test_scaling_projection_targets_consistent(smoke):
         assert k["batched_seconds"] > 0 and k["loop_seconds"] > 0 and k["experts"] == 4
         assert k["codes_differ_fraction"] < 0.01
     assert loop["layer_ratio_est"] > 0
+    assert set(loop["gate_up_fused_whatif"]) == {"text", "vision"}
+    assert all(isinstance(v["identical_codes"], bool) for v in loop["gate_up_fused_whatif"].values())
     assert all(x["ratio"] and x["ratio"] > 0 for x in s["solver_vs_matmul"])
     for name in ("total_minutes", "peak_rss_gib", "solver_matmul_ratio", "batched_speedup", "calibration_tokens"):
         target = s["targets"][name]

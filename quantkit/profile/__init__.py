@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,10 +65,8 @@ def _describe_variant(path: Path) -> dict:
     schemes = [t["scheme"] for t in (m.get("tensors") or {}).values() if t.get("role", "").startswith("routed_expert")]
     scheme = max(set(schemes), key=schemes.count) if schemes else "unknown"
     method = scheme.split("-")[0] if "-" in scheme else ",".join(m.get("method") or ["?"])
-    bits = None
-    if "-w" in scheme:
-        digits = scheme.split("-w", 1)[1]
-        bits = int("".join(ch for ch in digits[:2] if ch.isdigit()) or 0) or None
+    m_bits = re.search(r"-w(\d+)", scheme)
+    bits = int(m_bits.group(1)) if m_bits else None
     return {"method": method, "expert_bits": bits, "expert_scheme": scheme,
             "profile": (m.get("profile") or {}).get("name")}
 
@@ -161,8 +160,7 @@ def profile(opts: ProfileOptions, log: Callable[[str], None] = lambda m: None) -
     reference = {"name": ref_dir.name, "path": str(ref_dir), "dtype": _dtype_label(ref_dir),
                  "memory": memory_of(ref_dir), "accuracy": ref_self, "seconds": timer.seconds,
                  "tokens_per_second": n_tokens / max(timer.seconds["forward"], 1e-9)}
-    if use_cuda:
-        reference["memory"]["cuda"] = _cuda_measure(ref_model, batches, shape, memory)
+    reference["memory"]["cuda"] = _cuda_measure(ref_model, batches, shape, memory) if use_cuda else None
     del ref_model
 
     rows = []
@@ -236,7 +234,10 @@ def _formula_text() -> str:
 def _notes(reference: dict, rows: list[dict]) -> list[str]:
     notes = ["Bytes are exact (safetensors headers and file sizes); VRAM figures are estimates (formula above).",
              "Accuracy figures come from this run: every model evaluated teacher-forced in fp32 on the same "
-             "batches; variants through quantkit.load (dequantized from their packed files)."]
+             "batches; variants through quantkit.load (dequantized from their packed files).",
+             "Task accuracy moves by single items on a few hundred questions and changes in both directions "
+             "cancel out; KL, top-1 agreement and flips (items whose outcome changed) are the sensitive "
+             "measures, task accuracy the one a user feels."]
     if reference["accuracy"]["task"]["accuracy"] < 0.5:
         notes.append("The reference's own task accuracy is low: this evaluation set probably does not fit this "
                      "model (task accuracy is only meaningful for the trained reference model).")
@@ -245,14 +246,16 @@ def _notes(reference: dict, rows: list[dict]) -> list[str]:
 
 def _cuda_measure(model, batches, shape, memory) -> dict | None:
     """Peak GPU memory of the model's evaluation forward on the largest batch, and the estimate for
-    that run: fp32 weights as loaded + fp32 activations of the batch's tokens + its fp32 logits."""
+    that run (the serving formula's terms for what this path holds): fp32 weights as loaded + fp32
+    activations of all the batch's tokens at once (no chunking, no KV cache: use_cache=False) + the
+    fp32 logits of every position + the ViT on the batch's patches."""
     from . import accuracy
 
     batch = max(batches, key=lambda b: b.inputs["input_ids"].numel())
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     tokens = batch.inputs["input_ids"].numel()
     images = int(batch.inputs["image_grid_thw"].prod(-1).sum()) if "image_grid_thw" in batch.inputs else 0
-    estimate = (weights + tokens * shape.activation_values_per_token() * 4 + 2 * tokens * shape.vocab * 4
+    estimate = (weights + tokens * shape.activation_values_per_token() * 4 + tokens * shape.vocab * 4
                 + images * (4 * shape.vision_hidden + shape.vision_intermediate) * 4)
 
     def go(device):

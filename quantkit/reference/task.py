@@ -8,16 +8,19 @@ for text).
 
 Kinds (``IMAGE_KINDS`` use one 112 x 112 picture, 16 image tokens after the 2 x 2 merge):
 
-    colour    one shape               "What colour is the shape?"              -> red / green / ... (6)
-    shape     one shape               "What shape is this?"                    -> circle / square / triangle
-    count     1-4 small shapes        "How many shapes are there?"             -> 1 .. 4
-    position  one shape, one half     "Is the shape on the left or the right?" -> left / right
-                                      "Is the shape at the top or the bottom?" -> top / bottom
-    ocr       a rendered number       "What number is written?"                -> 10 .. 99 (OCR)
-    chart     a 3-bar chart           "Which bar is the tallest?"              -> the bar's colour
-    compare   text only               "Which is larger, 3 or 8?"               -> 8
-    pick      text only               "Which word is a colour: dog, red, tree?"  -> red
-    last      text only               "What is the last word: cat sun tree?"   -> tree
+    colour    one shape               "What colour is the shape?"               -> red / green / ... (6)
+    shape     one large shape         "What shape is this?"                     -> circle / square / triangle
+    count     1-3 shapes              "How many shapes are there?"              -> 1 / 2 / 3
+    position  one shape, one half     "Is the shape on the left or the right?"  -> left / right
+                                      "Is the shape at the top or the bottom?"  -> top / bottom
+    ocr       a rendered digit        "What number is written?"                 -> 0 .. 9
+    chart     a 3-bar chart           "Which bar is the tallest?"               -> the bar's colour
+    compare   text only               "Which is larger, 3 or 8?"                -> 8
+    pick      text only               "Which word is a colour: dog, red, tree?" -> red (colours, animals)
+    last      text only               "What is the last word: cat sun tree?"    -> tree
+
+The sizes are chosen for what a 2-block ViT of width 64 learns in a couple of minutes on one CPU
+thread (shapes of 56-86 px, digits of 56-72 px near the centre; smaller ones it reads poorly).
 
 A share of the colour and shape questions is asked in Chinese (``lang: zh``); answers are English.
 
@@ -25,7 +28,8 @@ Held out: the evaluation and calibration splits use other seeds than training, s
 new (fresh sizes, positions, colour jitter, backgrounds, fonts). The text-only questions are also
 disjoint as strings: each possible question belongs to one split by a hash of its text
 (``text_split``), and training never sees an evaluation question. OCR numbers, colours and shapes
-themselves are shared by the splits (the task is to read them, not to have seen them).
+themselves are shared by the splits (the task is to read them, not to have seen them); ``compare``
+has 90 possible questions, 73 of them (by the hash) for training, so its evaluation items repeat 17.
 
 Scoring is exact match after normalisation (``normalize``: strip, lower case, no trailing period).
 
