@@ -317,7 +317,7 @@ def build_tiny_text_moe(out_dir: str | Path, *, seed: int = 0, max_shard_size: s
 
 def tiny_vl_model(tokenizer, *, seed: int = 0) -> Ernie4_5_VLMoeForConditionalGeneration:
     """The in-memory model ``build_tiny_vl`` saves, for a tokenizer with ERNIE's multimodal tokens."""
-    return _seeded_model(Ernie4_5_VLMoeForConditionalGeneration, _tiny_vl_config(tokenizer), tokenizer, seed)
+    return _seeded_model(Ernie4_5_VLMoeForConditionalGeneration, vl_config(tokenizer), tokenizer, seed)
 
 
 def tiny_text_moe_model(tokenizer, *, seed: int = 0) -> Ernie4_5_MoeForCausalLM:
@@ -402,8 +402,9 @@ def _remote_vision_config(vision: dict) -> dict:
     }
 
 
-def _tiny_vl_config(tokenizer) -> Ernie4_5_VLMoeConfig:
-    s = VL_SIZES
+def vl_config(tokenizer, sizes: dict = VL_SIZES) -> Ernie4_5_VLMoeConfig:
+    """A small ERNIE-4.5-VL config of the given sizes, with the tokenizer's special-token ids."""
+    s = sizes
     text_config = {
         "vocab_size": padded_vocab_size(tokenizer),
         "hidden_size": s["hidden_size"],

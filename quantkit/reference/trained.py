@@ -63,8 +63,8 @@ import torch.nn.functional as F
 from transformers import Ernie4_5_VLMoeConfig, Ernie4_5_VLMoeForConditionalGeneration
 
 from quantkit.reference import task
-from quantkit.reference.tiny import ROPE_THETA, _set_generation_ids, _special_ids, _tiny_vl_processor
-from quantkit.reference.tokenizer import build_ernie_tokenizer, padded_vocab_size, vl_chat_template
+from quantkit.reference.tiny import _set_generation_ids, _tiny_vl_processor, vl_config
+from quantkit.reference.tokenizer import build_ernie_tokenizer, vl_chat_template
 
 # The committed build (weights, config, tokenizer, processor, model card with the training record).
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
@@ -119,42 +119,7 @@ class TrainConfig:
 
 
 def trained_config(tokenizer) -> Ernie4_5_VLMoeConfig:
-    s = TRAINED_SIZES
-    text_config = {
-        "vocab_size": padded_vocab_size(tokenizer),
-        "hidden_size": s["hidden_size"],
-        "intermediate_size": s["intermediate_size"],
-        "num_hidden_layers": s["num_hidden_layers"],
-        "num_attention_heads": s["num_attention_heads"],
-        "num_key_value_heads": s["num_key_value_heads"],
-        "max_position_embeddings": 131072,
-        "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA, "mrope_section": s["mrope_section"]},
-        "mlp_layer_types": ["dense"] + ["sparse"] * (s["num_hidden_layers"] - 1),
-        "moe_intermediate_size": s["moe_intermediate_size"],
-        "moe_k": s["moe_k"],
-        "moe_num_experts": s["moe_num_experts"],
-        "moe_num_shared_experts": s["moe_num_shared_experts"],
-        **_special_ids(tokenizer),
-    }
-    vision_config = {
-        "depth": s["vision_depth"],
-        "hidden_size": s["vision_hidden_size"],
-        "num_heads": s["vision_num_heads"],
-        "intermediate_size": s["vision_intermediate_size"],
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_merge_size": 2,
-    }
-    return Ernie4_5_VLMoeConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=tokenizer.image_token_id,
-        image_start_token_id=tokenizer.image_start_token_id,
-        image_end_token_id=tokenizer.image_end_token_id,
-        video_token_id=tokenizer.video_token_id,
-        video_start_token_id=tokenizer.video_start_token_id,
-        video_end_token_id=tokenizer.video_end_token_id,
-    )
+    return vl_config(tokenizer, TRAINED_SIZES)
 
 
 # -- data ------------------------------------------------------------------------------------------
