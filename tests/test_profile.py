@@ -132,9 +132,14 @@ def test_cli_profile(trained_variants, tmp_path):
     assert "report written" in result.output
     data = json.loads((out / "report.json").read_text())
     assert data["contexts"] == [2048, 8000]
-    # one argument: the reference is the source named in the variant's quantkit.json
-    result = CliRunner().invoke(main, ["profile", variant, "--items-per-kind", "1", "--out", str(tmp_path / "one")])
+    # one argument: the reference is the source named in the variant's quantkit.json; --eval reads a
+    # samples JSONL (here the one the first run wrote)
+    eval_file = out / "eval" / "eval.jsonl"
+    result = CliRunner().invoke(main, ["profile", variant, "--eval", str(eval_file), "--out", str(tmp_path / "one")])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "one" / "report.json").read_text())["reference"]["path"] == str(TRAINED_DIR)
+    again = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert again["reference"]["path"] == str(TRAINED_DIR)
+    assert again["eval"]["source"] == str(eval_file) and again["eval"]["items"] == data["eval"]["items"] == 18
+    assert again["variants"][0]["accuracy"]["kl"] == data["variants"][0]["accuracy"]["kl"]
     bad = CliRunner().invoke(main, ["profile", str(TRAINED_DIR), str(TRAINED_DIR), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a quantkit/GPTQ variant" in bad.output

@@ -306,16 +306,18 @@ def real_28b_table(contexts=(4096, 32768), batch: int = 1, config: dict | None =
         by_kind[label] = by_kind.get(label, 0) + _numel(info.shape)
     rows = []
     for label, bits in PRECISIONS:
+        plan = build_plan(ckpt, adapter, resolve_profile(adapter, bits=bits or 8, profile=None))
         if bits is None:
             weights, profile = params * 2, "source (bf16)"
             quantized_params = 0
+            by_role = {label: r["source_bytes"] for label, r in plan.by_role().items()}
         else:
-            plan = build_plan(ckpt, adapter, resolve_profile(adapter, bits=bits, profile=None))
             weights, profile = plan.predicted_bytes, plan.profile.name
             quantized_params = sum(_numel(e.shape) for e in plan.quantized())
+            by_role = {label: r["planned_bytes"] for label, r in plan.by_role().items()}
         naive = params * (16 if bits is None else bits) / 8
         rows.append({"precision": label, "profile": profile, "weights": weights, "naive_weights": int(naive),
-                     "quantized_params": quantized_params, "quoted_gb": QUOTED_GB[label],
+                     "quantized_params": quantized_params, "quoted_gb": QUOTED_GB[label], "by_role": by_role,
                      "vram": {str(c): vram_estimate(weights, shape, c, batch) for c in contexts}})
     return {"model": "ERNIE-4.5-VL-28B-A3B", "params": params, "params_by_kind": by_kind,
             "kv_bytes_per_token": shape.kv_bytes_per_token, "shape": asdict(shape), "batch": batch,

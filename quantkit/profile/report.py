@@ -202,10 +202,23 @@ def _real_28b(report: dict) -> list[str]:
             "- The quoted int8/int4/2-bit figures are the same 28 B × bits / 8: every parameter at the low width. "
             "The shipped profiles keep the vision tower, resampler, embeddings (tied output head), routers and norms "
             "in bf16, give attention and shared experts 8 bits (w4) or 4 bits (w2), and store fp16 scales (and "
-            "zero points for asymmetric 2-bit) per group of 128 / 64 weights plus an int32 g_idx per input row.",
-            "- Serving needs more than the weights: the KV cache grows with context × batch, activations and "
+            "zero points for asymmetric 2-bit) per group of 128 / 64 weights plus an int32 g_idx per input row."]
+    for r in t["rows"][1:]:
+        roles = r.get("by_role") or {}
+        experts = roles.get("routed_expert.text", 0) + roles.get("routed_expert.vision", 0)
+        dense = sum(roles.get(k, 0) for k in ("attention", "shared_expert", "dense_mlp"))
+        kept = r["weights"] - experts - dense
+        bits = 8 * experts / t["params_by_kind"]["routed_expert"]
+        out.append(f"  - {r['precision']} ({r['profile']}): routed experts {experts / 1e9:.2f} GB ({bits:.2f} bits per "
+                   f"weight with scales/zeros/g_idx) + attention, shared experts and dense MLP {dense / 1e9:.2f} GB + "
+                   f"bf16 vision tower, resampler, embeddings, routers and norms {kept / 1e9:.2f} GB.")
+    out += ["- Serving needs more than the weights: the KV cache grows with context × batch, activations and "
             "workspaces come on top (next section); engines such as vLLM also reserve a fixed share of the card "
-            "and fill it with KV blocks, so what they *take* is not what a model *needs*.", ""]
+            "and fill it with KV blocks, so what they *take* is not what a model *needs*.",
+            f"- KV cache: {t['shape']['num_layers']} layers × {t['shape']['num_kv_heads']} KV heads × "
+            f"{t['shape']['head_dim']} × 2 (K, V) × 2 bytes = {t['kv_bytes_per_token']:,} bytes per token: "
+            f"{t['kv_bytes_per_token'] * 4096 / 1e9:.2f} GB at 4k, {t['kv_bytes_per_token'] * 32768 / 1e9:.2f} GB at 32k, "
+            f"{t['kv_bytes_per_token'] * 131072 / 1e9:.2f} GB at the 128k maximum (per sequence).", ""]
     return out
 
 
