@@ -5,7 +5,9 @@ loop, group handling included, is in GPTQModel's `gptq.py`), reimplemented, not 
 every step runs on all B matrices at once:
 one batched Cholesky, and per column of the lazy-batch block a [B, out] quantize + rank-1 update,
 then a bmm to push each block's error onto the remaining columns. The only Python loop is over
-columns, as in the reference; none is over experts.
+columns, as in the reference; none is over experts. The batch is shared out between worker threads
+(one per intra-op thread the caller has), each running single-threaded kernels on its experts
+(SOLVE_WORKERS: robust on a shared CPU, and the codes do not depend on the thread count).
 
 Behaviour kept from the reference:
 - H is the layer-input Hessian 2/n X^T X of shape [in, in] per matrix;
