@@ -90,15 +90,16 @@ bench-clean:
 
 # The memory / accuracy tradeoff (issue 4) on the trained reference model (quantkit/reference/trained,
 # shipped; retrained by scripts/train_reference.py only if absent): calibrate once on the task's
-# calibration split, quantize to 8/4/2 bits with GPTQ and with RTN from profiles/, profile all six
-# against the reference. Report: build/profile/report/{report.md,report.json,tradeoff.png}.
+# calibration split (every second sample ends on the serving-time prompt), quantize to 8/4/2 bits
+# with GPTQ and with RTN from profiles/, profile all six against the reference.
+# Report: build/profile/report/{report.md,report.json,tradeoff.png}. About a minute on 2 CPU cores.
 TRAINED_REF := quantkit/reference/trained
 PROFILE_DIR := $(BUILD)/profile
 
 .PHONY: profile
 profile: $(BUILD)/.installed
 	@test -f $(TRAINED_REF)/model.safetensors || $(PY) scripts/train_reference.py --out $(TRAINED_REF)
-	$(PY) -m quantkit.reference.task calib 32 $(PROFILE_DIR)/calib-set/samples.jsonl
+	$(PY) -m quantkit.reference.task calib 32 $(PROFILE_DIR)/calib-set/samples.jsonl --answers half
 	quantkit calibrate $(TRAINED_REF) --samples $(PROFILE_DIR)/calib-set/samples.jsonl --out $(PROFILE_DIR)/calib --overwrite
 	@for b in 8 4 2; do \
 	  quantkit quantize $(TRAINED_REF) --bits $$b --calib $(PROFILE_DIR)/calib --out $(PROFILE_DIR)/variants/trained-w$$b-gptq --overwrite || exit 1; \

@@ -105,7 +105,6 @@ def test_training_is_deterministic(tmp_path):
         trained.train(model, _tiny_vl_processor(tok), cfg, log=lambda m: None)
         states.append(model.state_dict())
     assert states[0].keys() == states[1].keys()
-    changed = 0
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
     fresh = trained.build_model(tok, cfg.seed).state_dict()
@@ -138,6 +137,9 @@ def test_task_jsonl_round_trip(tmp_path):
     image = first["messages"][0]["content"][0]
     assert image["type"] == "image" and (path.parent / image["image"]).is_file()
     assert not image["image"].startswith("/")  # relative to the JSONL file
+    half = task.write_jsonl(items, tmp_path / "calib" / "samples.jsonl", answers="half")
+    roles = [[m["role"] for m in json.loads(line)["messages"]] for line in half.read_text().splitlines()]
+    assert roles[0] == ["user", "assistant"] and roles[1] == ["user"]  # every second one ends on the prompt
     back = task.read_jsonl(path)
     assert [(i.id, i.kind, i.question, i.answer, i.lang) for i in back] == \
         [(i.id, i.kind, i.question, i.answer, i.lang) for i in items]

@@ -15,13 +15,16 @@ report.json, schema ``quantkit.profile/1`` (bytes are integers, metrics floats, 
                                by_role{role: {tensors, params, bytes, bits_per_param}},
                                vram{context: {weights, kv_cache, activations, runtime_overhead, total}},
                                cuda (null, or {device, peak_allocated, estimate, ratio})},
-                     accuracy {kl{all,text,image}, top1{all,text,image}, positions{...},
+                     accuracy {kl{all,text,image}, kl_median{...}, kl_p99{...}, top1{all,text,image},
+                               positions{...},
                                perplexity, text_nll, answer_nll,
                                task{accuracy, items, by_kind, flips, flip_rate, correct_to_wrong,
                                     wrong_to_correct},
                                task_accuracy_drop, router{"L.modality": {overlap, unchanged, tokens}},
-                               router_mean_overlap, moe_error{"L.modality": {in_model, isolated, tokens}},
-                               moe_error_mean_isolated, moe_error_mean_in_model},
+                               router_mean_overlap,
+                               moe_error{"L.modality": {in_model, isolated, isolated_median, isolated_p99,
+                                                        in_model_median, tokens}},
+                               moe_error_mean_isolated, moe_error_median_isolated, moe_error_mean_in_model},
                      seconds  {load, forward, compare}, tokens_per_second}]
     pareto         {kl: [names], task: [names]}   variants on the bytes / loss Pareto front
     real_ernie45_vl_28b       memory.real_28b_table(): weights per precision and VRAM estimates
@@ -79,7 +82,7 @@ def markdown(report: dict) -> str:
     lines = [f"# quantkit profile: {ref['name']}", ""]
     head = ["variant", "method", "experts", "weights (files)", "× ref"] + [f"VRAM @{c}*" for c in ctx] + [
         "KL text", "KL image", "top-1 text", "top-1 image", "task acc", "Δ task", "flips", "ppl", "router overlap",
-        "MoE err (isolated)"]
+        "MoE err (isolated, median / all)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     ra = ref["accuracy"]
     lines.append("| " + " | ".join(
@@ -96,7 +99,8 @@ def markdown(report: dict) -> str:
             + [_sci(a["kl"]["text"]), _sci(a["kl"]["image"]), _pct(a["top1"]["text"]), _pct(a["top1"]["image"]),
                _pct(a["task"]["accuracy"]), _pp(-a["task_accuracy_drop"]),
                f"{a['task']['flips']} ({a['task']['correct_to_wrong']}↓ {a['task']['wrong_to_correct']}↑)",
-               _f(a["perplexity"], "{:.3f}"), _pct(a["router_mean_overlap"]), _sci(a["moe_error_mean_isolated"])])
+               _f(a["perplexity"], "{:.3f}"), _pct(a["router_mean_overlap"]),
+               f"{_sci(a['moe_error_median_isolated'])} / {_sci(a['moe_error_mean_isolated'])}"])
             + " |")
     ev = report["eval"]
     lines += ["", f"Evaluation: {ev['items']} items ({', '.join(ev['kinds'])}) from `{ev['source']}`; "
@@ -107,7 +111,8 @@ def markdown(report: dict) -> str:
               "ppl = perplexity of the "
               "held-out text; router overlap = mean share of the reference's top-k experts the variant's "
               "routers still pick (all MoE layers, both modalities); MoE err = ‖Δy‖²/‖y‖² of each MoE "
-              "block on the reference's inputs, mean over layers and modalities. *VRAM = serving estimate "
+              "block on the reference's inputs, per token (median) and over all tokens (dominated by the "
+              "few with the largest outputs), mean over layers and modalities. *VRAM = serving estimate "
               f"(batch {report['batch']}; formula below) of weights + KV cache + activations; add the fixed "
               f"{report['vram_formula']['assumptions']['runtime_overhead_bytes'] / 2**30:.2f} GiB runtime allowance "
               "for a total (report.json has both). Pareto front (bytes vs KL): "
@@ -142,12 +147,20 @@ def _per_layer_tables(report: dict) -> list[str]:
         r = v["accuracy"]["router"]
         out.append(f"| {v['name']} | " + " | ".join(
             f"{_pct(r[k]['overlap'])} ({_pct(r[k]['unchanged'])})" if k in r else "–" for k in keys) + " |")
-    out += ["", "MoE block output error ‖Δy‖²/‖y‖²: isolated (variant block, reference inputs) / in model:", ""]
+    out += ["", "MoE block output error ‖Δy‖²/‖y‖², isolated (the variant's block on the reference's inputs): "
+            "median token / 99th-percentile token / all tokens together; then in the model (own inputs, "
+            "upstream error included): median token / all tokens:", ""]
     out += ["| variant | " + " | ".join(err_keys) + " |", "|---|" + "---|" * len(err_keys)]
     for v in variants:
         e = v["accuracy"]["moe_error"]
         out.append(f"| {v['name']} | " + " | ".join(
-            f"{_sci(e[k]['isolated'])} / {_sci(e[k]['in_model'])}" if k in e else "–" for k in err_keys) + " |")
+            f"{_sci(e[k]['isolated_median'])} / {_sci(e[k]['isolated_p99'])} / {_sci(e[k]['isolated'])}"
+            if k in e else "–" for k in err_keys) + " |")
+    out += ["", "| in model | " + " | ".join(err_keys) + " |", "|---|" + "---|" * len(err_keys)]
+    for v in variants:
+        e = v["accuracy"]["moe_error"]
+        out.append(f"| {v['name']} | " + " | ".join(
+            f"{_sci(e[k]['in_model_median'])} / {_sci(e[k]['in_model'])}" if k in e else "–" for k in err_keys) + " |")
     out += ["", "Task accuracy by kind:", ""]
     kinds = list(report["reference"]["accuracy"]["task"]["by_kind"])
     out += ["| model | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
@@ -281,6 +294,7 @@ def plot(report: dict, path: Path) -> Path:
     for ax, (key, ylabel, value, log) in zip(axes, panels):
         front = set(report["pareto"][key])
         pts = []
+        placed: dict[tuple, int] = {}  # labels of coinciding points are stacked, not overprinted
         for v in variants:
             x, y = v["memory"]["file_bytes"] / 1e6, value(v)
             if log:
@@ -290,7 +304,10 @@ def plot(report: dict, path: Path) -> Path:
             ax.scatter([x], [y], s=90 if on else 45, color=colours.get(v["method"], "tab:gray"),
                        edgecolors="black" if on else "none", linewidths=1.5, zorder=3)
             label = v["name"] if log else f"{v['name']} ({v['accuracy']['task']['flips']} flips)"
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
+            spot = (round(x, 2), float(f"{y:.2g}"))
+            stacked = placed.get(spot, 0)
+            placed[spot] = stacked + 1
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 5 + 11 * stacked), fontsize=8)
         fp = sorted((x, y) for x, y, v in pts if v["name"] in front)
         if fp:
             ax.step([p[0] for p in fp], [p[1] for p in fp], where="post", color="black", lw=1, ls="--", zorder=2,

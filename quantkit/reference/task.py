@@ -42,6 +42,7 @@ Files (``write_jsonl``): the calibration/samples JSONL format, one item per line
 
 with the PNGs under ``images/`` next to the JSONL (paths relative to the JSONL file). The last
 assistant message is the reference answer; ``read_jsonl`` turns such a file back into ``Item``s.
+Calibration sets leave the answer out of every second item (``answers="half"``, see ``write_jsonl``).
 
 Model inputs (``encode``): the user turn through the chat template with the generation prompt and
 thinking off (``...\\nAssistant: <think>\\n\\n</think>\\n\\n``), then the answer and
@@ -324,21 +325,36 @@ def exact_match(prediction: str, answer: str) -> bool:
 
 # -- files -----------------------------------------------------------------------------------------
 
-def write_jsonl(items: list[Item], path: str | Path) -> Path:
-    """Write ``items`` as a samples JSONL at ``path`` with their PNGs under ``images/`` beside it."""
+ANSWERS = ("all", "half", "none")
+
+
+def write_jsonl(items: list[Item], path: str | Path, *, answers: str = "all") -> Path:
+    """Write ``items`` as a samples JSONL at ``path`` with their PNGs under ``images/`` beside it.
+
+    ``answers``: "all" (every item ends with the assistant's answer: evaluation sets), "none" (every
+    item ends on the user turn) or "half" (every second item does: calibration sets). A sample that
+    ends on the user turn is rendered with the generation prompt, i.e. with the
+    ``<think>\\n\\n</think>\\n\\n`` a thinking-off request carries at serving time; a full conversation
+    is rendered without it. Calibrated on full conversations only, GPTQ never sees those tokens: on the
+    trained reference its w4 error in the last MoE layer was 4x below RTN's on the median token but 3x
+    above it on the 99th-percentile token (the prompt's final newlines, among the model's largest
+    activations). "half" covers both forms and puts GPTQ below RTN on every layer and statistic."""
+    if answers not in ANSWERS:
+        raise ValueError(f"answers must be one of {ANSWERS}, got {answers!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     images = path.parent / "images"
     lines = []
-    for item in items:
+    for n, item in enumerate(items):
         ref = None
         if item.image is not None:
             images.mkdir(exist_ok=True)
             ref = f"images/{item.id}.png"
             item.image.save(path.parent / ref, format="PNG", optimize=False, compress_level=6)
-        record = {"id": item.id, "kind": item.kind, "lang": item.lang, "thinking": False,
-                  "messages": [{"role": "user", "content": item.user_content(ref)},
-                               {"role": "assistant", "content": [{"type": "text", "text": item.answer}]}]}
+        messages = [{"role": "user", "content": item.user_content(ref)}]
+        if answers == "all" or (answers == "half" and n % 2 == 0):
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": item.answer}]})
+        record = {"id": item.id, "kind": item.kind, "lang": item.lang, "thinking": False, "messages": messages}
         lines.append(json.dumps(record, ensure_ascii=False))
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -442,15 +458,19 @@ def model_inputs(batch: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m quantkit.reference.task SPLIT N_PER_KIND OUT.jsonl``: write a split as samples JSONL."""
+    """``python -m quantkit.reference.task SPLIT N_PER_KIND OUT.jsonl [--answers all|half|none]``: write a
+    split as samples JSONL (default answers: "half" for the calib split, else "all")."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m quantkit.reference.task", description=main.__doc__)
     parser.add_argument("split", choices=tuple(SPLIT_SEEDS))
     parser.add_argument("per_kind", type=int, help="items of each kind")
     parser.add_argument("out", type=Path, help="JSONL file to write (pictures go to images/ beside it)")
+    parser.add_argument("--answers", choices=ANSWERS, default=None,
+                        help="which items end with the answer (default: half for calib, else all)")
     args = parser.parse_args(argv)
-    path = write_jsonl(generate(args.split, args.per_kind), args.out)
+    answers = args.answers or ("half" if args.split == "calib" else "all")
+    path = write_jsonl(generate(args.split, args.per_kind), args.out, answers=answers)
     print(f"{len(KINDS) * args.per_kind} {args.split} items written: {path}")
 
 
