@@ -58,16 +58,22 @@ publish: $(BUILD)/.installed
 
 # Benchmark at the real ERNIE-4.5-VL-28B-A3B layer shapes (issue 7): GPTQ 4-bit layer by layer on a
 # synthetic bf16 checkpoint with the real shapes (generated once, ~6.5 GB, cached under
-# $(BENCH_CACHE)), one process per configuration; writes bench/results/realshape.json and
-# bench/results/summary.md. Not part of `make test` / CI (tests/test_bench_smoke.py runs a tiny size).
-# Overrides: BENCH_LAYERS (MoE layer counts, one process each), BENCH_TOKENS, BENCH_DENSE=0|1 (the
-# dense layer 0), BENCH_LOOP=0|1 (batched vs per-expert loop), BENCH_VIT=0|1 (one real ViT block for
-# the prefix term), BENCH_THREADS (default: the core count), BENCH_KEEP=0 (delete the checkpoint after).
-BENCH_LAYERS ?= 1,2
+# $(BENCH_CACHE)), one process per configuration, 16k calibration tokens; then folds in the accuracy
+# side (`make profile`: GPTQ vs RTN per bit width on the trained reference, run first, ~1 min).
+# Writes bench/results/realshape-moe<L>.json, summary-moe<L>.md and summary.md (the latest run);
+# see bench/README.md. The defaults (one MoE layer) take ~10-20 min on the 2-core box; the figures in
+# bench/README.md come from `make bench BENCH_LAYERS=1,2,3 BENCH_DENSE=1` (~1-2 h there).
+# Not part of `make test` / CI: tests/test_bench_smoke.py runs the same code at a tiny size.
+# Overrides: BENCH_LAYERS (MoE layer counts, one process each: 1,2,3 shows RSS against depth),
+# BENCH_TOKENS, BENCH_DENSE=1 (also the dense layer 0), BENCH_LOOP=0 (skip batched vs per-expert
+# loop), BENCH_VIT=0, BENCH_ACCURACY=0 (skip `make profile`), BENCH_THREADS (default: the core
+# count), BENCH_KEEP=0 (delete the generated checkpoint afterwards; `make bench-clean` does too).
+BENCH_LAYERS ?= 1
 BENCH_TOKENS ?= 16384
-BENCH_DENSE ?= 1
+BENCH_DENSE ?= 0
 BENCH_LOOP ?= 1
 BENCH_VIT ?= 1
+BENCH_ACCURACY ?= 1
 BENCH_KEEP ?= 1
 BENCH_THREADS ?= $(shell nproc)
 BENCH_CACHE ?= $(or $(TMPDIR),/tmp)/quantkit-bench
@@ -77,7 +83,10 @@ BENCH_ENV = OMP_NUM_THREADS=$(BENCH_THREADS) BENCH_THREADS=$(BENCH_THREADS) BENC
 
 .PHONY: bench bench-smoke bench-clean
 bench: $(BUILD)/.installed
-	$(BENCH_ENV) BENCH_COMMAND="make bench BENCH_LAYERS=$(BENCH_LAYERS) BENCH_TOKENS=$(BENCH_TOKENS) BENCH_THREADS=$(BENCH_THREADS)" \
+	@date +%s > $(BUILD)/.bench-started
+	@if [ "$(BENCH_ACCURACY)" = 1 ]; then $(MAKE) --no-print-directory profile; fi
+	$(BENCH_ENV) BENCH_ACCURACY_SINCE=$$(cat $(BUILD)/.bench-started) \
+	  BENCH_COMMAND="make bench BENCH_LAYERS=$(BENCH_LAYERS) BENCH_TOKENS=$(BENCH_TOKENS) BENCH_DENSE=$(BENCH_DENSE) BENCH_THREADS=$(BENCH_THREADS)" \
 	  $(PY) -m bench.run_bench
 
 # The same path at tiny shapes (seconds): results in $(BUILD)/bench-smoke.

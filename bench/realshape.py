@@ -204,14 +204,18 @@ def cache_dir(root: Path, moe_layers: int, size: str, vocab_size: int | None, se
 
 def ensure_checkpoint(root: Path, moe_layers: int, size: str = REAL, vocab_size: int | None = None,
                       seed: int = 0, log=print) -> tuple[Path, bool]:
-    """(path, reused): the cached checkpoint if complete, else a freshly generated one."""
+    """(path, reused): a complete cached checkpoint with at least `moe_layers` MoE layers (same size,
+    vocabulary, seed and generator; the benchmark runs layers 0..moe_layers of it), else a new one."""
+    for n in range(moe_layers, moe_layers + 64):
+        path = cache_dir(root, n, size, vocab_size, seed)
+        meta = path / "bench_meta.json"
+        if meta.is_file() and (path / "config.json").is_file():
+            m = json.loads(meta.read_text())
+            if m.get("generator_version") == GENERATOR_VERSION and \
+                    json.loads((path / "config.json").read_text()) == bench_config(n, size, vocab_size):
+                return path, True
     path = cache_dir(root, moe_layers, size, vocab_size, seed)
     cfg = bench_config(moe_layers, size, vocab_size)
-    meta = path / "bench_meta.json"
-    if meta.is_file() and (path / "config.json").is_file():
-        m = json.loads(meta.read_text())
-        if m.get("generator_version") == GENERATOR_VERSION and json.loads((path / "config.json").read_text()) == cfg:
-            return path, True
     log(f"realshape: generating {checkpoint_bytes(cfg) / 2**30:.2f} GiB checkpoint in {path}")
     return generate_checkpoint(path, cfg, seed, log=log), False
 

@@ -41,7 +41,7 @@ from pathlib import Path
 SCHEMA = "quantkit-bench/1"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "results"
-DEFAULT_ACCURACY = REPO / "build" / "profile" / "report.json"
+DEFAULT_ACCURACY = REPO / "build" / "profile" / "report" / "report.json"  # `make profile`
 REAL_LAYERS = 28  # ERNIE-4.5-VL-28B-A3B: layer 0 dense, 27 MoE layers
 REAL_MOE_LAYERS = 27
 BLOCK_SIZE = 128  # gptq_quantize's default lazy block
@@ -615,7 +615,7 @@ def orchestrate(args) -> dict:
             shutil.rmtree(ckpt, ignore_errors=True)
             report["checkpoint"]["deleted_after_run"] = True
     report["machine"]["end"] = machine_sample()
-    report["accuracy"] = accuracy_section(Path(args.accuracy_report))
+    report["accuracy"] = accuracy_section(Path(args.accuracy_report), args.accuracy_since)
     report["summary"] = summarise(report)
     report["wall_seconds"] = round(time.time() - started, 1)
     return report
@@ -721,6 +721,8 @@ def project(report: dict, per_layer: dict) -> dict:
     variant_bytes = REAL_MOE_LAYERS * per_moe_bytes + (dense_written[0] if dense_written else per_moe_bytes)
     finalize_s = variant_bytes / hash_rate if hash_rate else 0.0
     total = prefix_s + dense_s + REAL_MOE_LAYERS * moe + finalize_s
+    moe_recs = [r for v in runs.values() for r in v["layers"] if r["kind"] == "moe"]
+    best = min(moe_recs, key=lambda r: r["seconds"]["total"]) if moe_recs else None
     peaks = [v["peak_rss_bytes"] for v in runs.values()]
     layer_peak = max(peaks)
     real_cfg = bench_config(REAL_MOE_LAYERS, settings["size"])
@@ -734,6 +736,12 @@ def project(report: dict, per_layer: dict) -> dict:
                           "T_finalize": round(finalize_s, 1)},
         "dense_layer": dense_note,
         "total_seconds": round(total, 1), "total_minutes": round(total / 60, 1),
+        "fastest_moe_layer": None if best is None else {
+            "seconds": best["seconds"]["total"], "cpu_share": best["cpu_share"],
+            "loadavg": best["machine_after"]["loadavg"],
+            "total_minutes": round((prefix_s + dense_s + REAL_MOE_LAYERS * best["seconds"]["total"] + finalize_s) / 60, 1),
+            "note": "the same formula with the fastest measured MoE layer as T_moe: what this machine does when "
+                    "the benchmark has it (nearly) to itself"},
         "formula_rss": "peak = max over measured configurations of the per-layer peak RSS + resident prefix "
                        "(embeddings, vision tower, resampler in fp32, kept by LayerStream for the whole run)",
         "layer_peak_rss_bytes": layer_peak, "prefix_resident_bytes": prefix_resident,
@@ -746,16 +754,16 @@ def project(report: dict, per_layer: dict) -> dict:
     }
 
 
-def accuracy_section(path: Path) -> dict:
+def accuracy_section(path: Path, since: float | None = None) -> dict:
     """GPTQ vs RTN per bit width on the trained reference model, from the profile report (schema
     `quantkit.profile/1`, quantkit/profile/report.py; another engineer's work). This is the hook: when
     `path` exists its variants are folded in (per bit width: GPTQ and RTN KL / top-1 / perplexity / task
     accuracy / isolated MoE error, and GPTQ's KL as a fraction of RTN's); else the section says missing."""
     if not path.is_file():
         return {"status": "missing", "expected_at": str(path),
-                "hook": "bench/run_bench.py accuracy_section() folds in build/profile/report.json (schema "
-                        "quantkit.profile/1) when the profile work (quantkit/reference/trained.py, "
-                        "quantkit/profile/) has written it; rerun `make bench` (or only the summary) then"}
+                "hook": "bench/run_bench.py accuracy_section() folds in build/profile/report/report.json "
+                        "(schema quantkit.profile/1) written by `make profile`, which `make bench` runs first "
+                        "unless BENCH_ACCURACY=0"}
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -777,7 +785,9 @@ def accuracy_section(path: Path) -> dict:
                                   "kl_gptq_over_rtn": round(g["kl"] / r_["kl"], 3) if g["kl"] and r_["kl"] else None,
                                   "moe_error_gptq_over_rtn": round(g["moe_error_isolated"] / r_["moe_error_isolated"], 3)
                                   if g["moe_error_isolated"] and r_["moe_error_isolated"] else None}
+    mtime = path.stat().st_mtime
     return {"status": "found", "path": str(path), "schema": data.get("schema"), "created": data.get("created"),
+            "produced_by_this_run": None if since is None else mtime >= since,
             "reference": (data.get("reference") or {}).get("name"),
             "machine_fp32_gflops": (data.get("machine") or {}).get("fp32_gflops"),
             "rows": rows, "gptq_vs_rtn": by_bits}
@@ -838,6 +848,9 @@ def markdown(report: dict) -> str:
               f"Time: `{p['formula_time']}` = {t['T_prefix']} + {t['T_dense']} + 27 x {t['T_moe']} + "
               f"{t['T_finalize']} = **{p['total_seconds']:.0f} s = {p['total_minutes']} min** "
               f"(dense layer: {p['dense_layer']}; {p['calibration']}).",
+              *([f"With the fastest measured MoE layer instead of the mean ({p['fastest_moe_layer']['seconds']} s at CPU "
+                 f"share {p['fastest_moe_layer']['cpu_share']}, load {p['fastest_moe_layer']['loadavg'][0]}): "
+                 f"**{p['fastest_moe_layer']['total_minutes']} min**."] if p.get("fastest_moe_layer") else []),
               f"Peak RSS: `{p['formula_rss']}` = {_gib(p['layer_peak_rss_bytes'])} + {_gib(p['prefix_resident_bytes'])} "
               f"= **{p['peak_rss_gib']} GiB**.",
               f"Matmul on this machine during the layers (median): {p['machine_matmul_gflops_median']} GF/s."]
@@ -846,9 +859,13 @@ def markdown(report: dict) -> str:
               "(bmm 2·out·bs·(in−i2) per block + in-block rank-1 2·out·Σ) + 8·out·in; over the solver's own time.", ""]
     lines += [f"- layer {x['layer']}: {x['solver_gflops']} GF/s vs matmul {x['matmul_gflops']} GF/s = "
               f"**{x['ratio']}** (cpu share {x['cpu_share']}, load {x['loadavg'][0]})" for x in s["solver_vs_matmul"]]
-    kinds = next((r["solve"]["by_kind"] for run in report["runs"].values() for r in run["layers"] if r["kind"] == "moe"), {})
+    moe_recs = [r for run in report["runs"].values() for r in run["layers"] if r["kind"] == "moe"]
+    quiet = max(moe_recs, key=lambda r: r["cpu_share"]) if moe_recs else None
+    kinds = quiet["solve"]["by_kind"] if quiet else {}
     if kinds:
-        lines += ["", "| kind | shape [out, in] | matrices | GPTQ s | GF/s |", "|---|---|---|---|---|"]
+        lines += ["", f"By kind, layer {quiet['layer']} of the run with the highest CPU share ({quiet['cpu_share']}, matmul "
+                  f"{quiet['machine_after']['matmul_gflops']['median']} GF/s):", "",
+                  "| kind | shape [out, in] | matrices | GPTQ s | GF/s |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {v.get('shape')} | {int(v['matrices'])} | {v['gptq_seconds']} | {v['gflops']} |"
                   for k, v in kinds.items()]
     loop = s["batched_vs_loop"]
@@ -873,11 +890,17 @@ def markdown(report: dict) -> str:
     acc = report["accuracy"]
     lines += ["", "## Accuracy (trained reference model, GPTQ vs RTN per bit width)", ""]
     if acc["status"] == "found" and acc["rows"]:
-        lines += [f"From {acc['path']} (schema {acc['schema']}, created {acc['created']}, reference "
-                  f"{acc['reference']}): measured by the profile run, not by this benchmark.", "",
+        fresh = {True: "run by this `make bench`", False: "NOT refreshed by this run", None: "age unknown"}[
+            acc.get("produced_by_this_run")]
+        if acc.get("folded_in_after_the_run"):
+            fresh = f"folded in after the run, at {acc['folded_in_after_the_run']}"
+        lines += [f"From {acc['path']} (schema {acc['schema']}, created {acc['created']}, {fresh}; reference "
+                  f"{acc['reference']}, `make profile`: same solver code as above).", "",
                   "| variant | method | bits | KL | KL text | KL image | top-1 | ppl | task acc | MoE err (isolated) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(str(r[k]) if r[k] is not None else "–" for k in
+        def cell(v):
+            return "–" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+        lines += ["| " + " | ".join(cell(r[k]) for k in
                                     ("name", "method", "bits", "kl", "kl_text", "kl_image", "top1", "perplexity",
                                      "task_accuracy", "moe_error_isolated")) + " |" for r in acc["rows"]]
         for bits, v in acc["gptq_vs_rtn"].items():
@@ -930,6 +953,28 @@ def main(argv: list[str] | None = None) -> dict | None:
         res = run_config(args)
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
         return None
+    if argv and argv[0] == "render":
+        # Re-render a result's summary (and optionally fold in the current accuracy report, recorded
+        # with its own creation time) without re-running: python -m bench.run_bench render JSON [--accuracy]
+        p = argparse.ArgumentParser(prog="bench.run_bench render")
+        p.add_argument("render")
+        p.add_argument("json")
+        p.add_argument("--accuracy", action="store_true", help="re-read the accuracy report into the JSON")
+        p.add_argument("--accuracy-report", default=str(DEFAULT_ACCURACY))
+        args = p.parse_args(argv)
+        path = Path(args.json)
+        report = json.loads(path.read_text())
+        if args.accuracy:
+            report["accuracy"] = {**accuracy_section(Path(args.accuracy_report)),
+                                  "folded_in_after_the_run": time.strftime("%Y-%m-%d %H:%M:%S")}
+        report["summary"] = summarise(report)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+        tag = path.stem.split("-", 1)[1] if "-" in path.stem else path.stem
+        md = markdown(report)
+        (path.parent / f"summary-{tag}.md").write_text(md)
+        (path.parent / "summary.md").write_text(md)
+        print(md)
+        return report
     p = argparse.ArgumentParser(prog="python -m bench.run_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default=os.environ.get("BENCH_SIZE", "real"), choices=["real", "smoke"])
     p.add_argument("--layers", default=os.environ.get("BENCH_LAYERS", "1,2,3"),
@@ -948,6 +993,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                    help="keep the generated checkpoint under --cache-root for the next run")
     p.add_argument("--out", default=os.environ.get("BENCH_OUT", str(DEFAULT_OUT)))
     p.add_argument("--accuracy-report", default=str(DEFAULT_ACCURACY))
+    p.add_argument("--accuracy-since", type=float, default=float(os.environ.get("BENCH_ACCURACY_SINCE", 0)) or None,
+                   help="epoch seconds: the report counts as produced by this run if written after it")
     p.add_argument("--inprocess", action="store_true",
                    help="run every configuration in this process (fast; peak RSS then not independent)")
     _common(p)
@@ -962,9 +1009,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     report = orchestrate(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "realshape" if args.size == "real" else "smoke"
+    tag = "moe" + "-".join(map(str, _parse_layers(args.layers)))
+    name = f"realshape-{tag}" if args.size == "real" else f"smoke-{tag}"
+    md = markdown(report)
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / ("summary.md" if args.size == "real" else "summary-smoke.md")).write_text(markdown(report))
+    (out / f"summary-{tag}.md" if args.size == "real" else out / f"summary-smoke-{tag}.md").write_text(md)
+    (out / ("summary.md" if args.size == "real" else "summary-smoke.md")).write_text(md)  # the latest run
     print(markdown(report))
     return report
 

@@ -24,11 +24,12 @@ def smoke(tmp_path_factory):
 
 
 def test_writes_json_and_summary(smoke):
-    report = json.loads((smoke / "out" / "smoke.json").read_text())
+    report = json.loads((smoke / "out" / "smoke-moe1-2.json").read_text())
     assert report["schema"] == run_bench.SCHEMA
     for key in ("command", "machine", "settings", "checkpoint", "runs", "accuracy", "summary", "wall_seconds"):
         assert key in report, key
     md = (smoke / "out" / "summary-smoke.md").read_text()
+    assert (smoke / "out" / "summary-smoke-moe1-2.md").read_text() == md
     for heading in ("## Per layer", "## Peak RSS vs layer count", "## Projection", "## Solver throughput",
                     "## Batched vs per-expert loop", "## Accuracy", "## Targets"):
         assert heading in md
@@ -36,7 +37,7 @@ def test_writes_json_and_summary(smoke):
 
 
 def test_per_layer_figures_are_filled_and_add_up(smoke):
-    report = json.loads((smoke / "out" / "smoke.json").read_text())
+    report = json.loads((smoke / "out" / "smoke-moe1-2.json").read_text())
     assert set(report["runs"]) == {"moe1", "moe2"}
     assert [r["layer"] for r in report["runs"]["moe2"]["layers"]] == [1, 2]
     for run in report["runs"].values():
@@ -66,7 +67,7 @@ def test_per_layer_figures_are_filled_and_add_up(smoke):
 
 
 def test_scaling_projection_targets_consistent(smoke):
-    report = json.loads((smoke / "out" / "smoke.json").read_text())
+    report = json.loads((smoke / "out" / "smoke-moe1-2.json").read_text())
     s = report["summary"]
     assert s["scaling"]["layers"] == [1, 2]
     assert s["scaling"]["peak_rss_bytes"] == [report["runs"]["moe1"]["peak_rss_bytes"],
