@@ -174,3 +174,55 @@ def test_timing_batched_vs_loop():
     print(f"\nGPTQ B=8 out=256 in=512 g128 4-bit, {torch.get_num_threads()} thread(s): "
           f"batched {t_batched:.3f}s, per-expert loop {t_loop:.3f}s, x{t_loop / t_batched:.1f}")
     assert (batched.codes != looped.codes).float().mean() < 0.01
+
+
+def test_rows_sharing_a_hessian_solve_as_one_matrix():
+    """[gate; up] (or q/k/v) stacked along the output rows with their shared Hessian give the codes of
+    solving each alone: GPTQ treats rows independently, the pipeline relies on it (one factorisation)."""
+    weight, hessian = _problem(2, 96, 128, seed=12)
+    kwargs = dict(bits=4, group_size=32, sym=False)
+    fused = gptq_quantize(weight, hessian, **kwargs)
+    for rows in (slice(0, 32), slice(32, 96)):
+        alone = gptq_quantize(weight[:, rows], hessian, **kwargs)
+        for b in range(2):
+            part = fused[b].rows(rows.start, rows.stop)
+            assert (part.codes != alone[b].codes).float().mean() < 0.005
+            assert torch.equal(part.g_idx, alone[b].g_idx)
+            torch.testing.assert_close(part.dequantize(), alone[b].dequantize(), rtol=0, atol=0.05 * weight.std().item())
+
+
+def test_error_feedback_form_equals_the_reference_update_in_float64():
+    """The solver's one-Cholesky error-feedback form against GPTQ's U = chol(H^-1) form with lazy blocks
+    and groups that start mid-block and run past a block: in float64 every code is the same."""
+    weight, hessian = _problem(2, 48, 192, seed=13)
+    w, h = weight.double(), hessian.double()
+    for group, block in ((64, 64), (32, 48), (96, 64)):
+        ours = gptq_quantize(w, h, bits=3, group_size=group, sym=False, block_size=block)
+        for b in range(2):
+            expected = _reference_gptq_codes(w[b], h[b], bits=3, sym=False, group=group, block=block)
+            assert torch.equal(ours.codes[b], expected.to(torch.int32)), (group, block)
+
+
+def _reference_gptq_codes(weight, hessian, bits, sym, group, block, damp=0.01):
+    """GPTQ.fasterquant's loop (lazy blocks, groups from W at the block start) on U = chol(H^-1)."""
+    w = weight.clone()
+    h = hessian + damp * hessian.diagonal().mean() * torch.eye(hessian.shape[0], dtype=hessian.dtype)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    n = w.shape[1]
+    codes = torch.empty_like(w)
+    scale = zero = None
+    for i1 in range(0, n, block):
+        i2 = min(i1 + block, n)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        for i in range(i2 - i1):
+            col = i1 + i
+            if col % group == 0:
+                scale, zero = group_scale_zero(w[:, col:col + group], bits, sym)
+            q = quantize_codes(w1[:, i], scale, zero, bits)
+            codes[:, col] = q
+            err = (w1[:, i] - dequantize_codes(q, scale, zero)) / u[col, col]
+            w1[:, i:] -= err[:, None] * u[col, col:i2][None, :]
+            err1[:, i] = err
+        w[:, i2:] -= err1 @ u[i1:i2, i2:]
+    return codes

@@ -95,3 +95,23 @@ def test_variant_keeps_side_files_config_and_checksums(tiny_vl, tiny_vl_w4):
         assert sha256_file(tiny_vl_w4 / name) == meta["sha256"]
     assert manifest["source"]["id"] == str(tiny_vl)
     assert manifest["tensors"]["model.layers.1.mlp.gate.weight"]["scheme"] == "keep"
+
+
+def test_tensors_reading_one_input_are_solved_as_one_unit(tiny_vl):
+    """gate+up of each expert and q/k/v form one unit (one Hessian, one factorisation); units of one
+    modality's experts are batched; down projections stay alone."""
+    from quantkit.api import make_plan, QuantizeOptions
+    from quantkit.quantize.pipeline import MAX_BATCH, _batches
+
+    ckpt, adapter, plan = make_plan(QuantizeOptions(model=str(tiny_vl), out="unused", bits=4))
+    layer = [e for e in plan.entries if e.role.layer == 1 and e.quantized]
+    batches = _batches(layer, adapter.input_group)
+    assert sorted(e.name for b in batches for unit in b for e in unit) == sorted(e.name for e in layer)
+    for batch in batches:
+        assert len(batch) <= MAX_BATCH
+        for unit in batch:
+            projs = sorted(e.name.rsplit(".", 2)[-2] for e in unit)
+            assert projs in (["gate_proj", "up_proj"], ["down_proj"], ["k_proj", "q_proj", "v_proj"], ["o_proj"]), projs
+            assert len({adapter.input_group(e.module) for e in unit}) == 1
+    expert_batches = [b for b in batches if b[0][0].role.kind == "routed_expert"]
+    assert {(b[0][0].role.modality, len(b[0])) for b in expert_batches} == {("text", 2), ("text", 1), ("vision", 2), ("vision", 1)}

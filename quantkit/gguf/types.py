@@ -194,6 +194,12 @@ class BlockWeight:
     def shape(self) -> tuple[int, int]:
         return tuple(self.codes.shape)
 
+    def rows(self, start: int, stop: int) -> "BlockWeight":
+        """Output rows start:stop (every field is per row: a fused [gate; up] solve splits)."""
+        def cut(t):
+            return None if t is None else t[start:stop].contiguous()
+        return BlockWeight(self.type, cut(self.codes), cut(self.d), cut(self.m), cut(self.sc), cut(self.mn))
+
     def grid(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, offset) per group, fp32 [out, in / group]: w = scale * code - offset, computed with
         the fp32 operations of llama.cpp's dequantization (see the module docstring)."""

@@ -1,22 +1,29 @@
 """GPTQ (Frantar et al., 2022) batched over a stack of same-shaped matrices, e.g. the experts of a layer.
 
 Follows the column loop of the reference IST-DASLab/gptq `gptq.py` `GPTQ.fasterquant` (the same
-loop, group handling included, is in GPTQModel's `gptq.py`), reimplemented, not copied, so that
-every step runs on all B matrices at once:
-one batched Cholesky, and per column of the lazy-batch block a [B, out] quantize + rank-1 update,
-then a bmm to push each block's error onto the remaining columns. The only Python loop is over
-columns, as in the reference; none is over experts. The batch is shared out between worker threads
-(one per intra-op thread the caller has), each running single-threaded kernels on its experts
-(SOLVE_WORKERS: robust on a shared CPU, and the codes do not depend on the thread count).
+loop, group handling included, is in GPTQModel's `gptq.py`), reimplemented, not copied, in its
+error-feedback form: the reference pushes column i's scaled error through the upper Cholesky factor
+U of H^-1 (three O(in^3) factorisations: Cholesky, inverse, Cholesky). Algebraically the same codes
+come from W' = W + (W - W_hat) A with A = U^-1 diag(U) - I, and U^-1 is the upper Cholesky factor R
+of H itself (H = R R^T), so A needs one Cholesky of H in reversed order and no inverse (the
+equivalence is Theorem 6 of Chee et al. 2023, "QuIP": OPTQ = LDLQ). At real ERNIE widths the
+factorisations were most of the solve time; this cuts them by 4x. Codes equal the reference's up to
+float rounding at exact ties (tests/test_gptq.py compares with a textbook GPTQ on U).
+
+Every step runs on all B matrices at once: one batched Cholesky; per lazy block, one bmm bringing
+in the errors of the finished blocks, then per column a [B, out] quantize + rank-1 update. The only
+Python loop is over columns, as in the reference; none is over experts. The batch is shared out
+between worker threads (one per intra-op thread the caller has), each running single-threaded
+kernels on its experts (SOLVE_WORKERS: robust on a shared CPU, and the codes do not depend on the
+thread count).
 
 Behaviour kept from the reference:
 - H is the layer-input Hessian 2/n X^T X of shape [in, in] per matrix;
 - dead inputs (H[i, i] == 0, the column never saw a non-zero input): H[i, i] = 1 and W[:, i] = 0;
 - damping: lambda = damp * mean(diag H) added to the diagonal;
-- inverse via Cholesky, then the upper Cholesky factor of H^-1 drives the updates;
 - non-static groups take their scale/zero when the group's first column is reached, from W as it
-  stands at the start of the current block (columns of the current block do not yet carry the
-  in-block updates: the reference reads W, not its working copy W1);
+  stands at the start of the current block (carrying the errors of the finished blocks, not the
+  in-block ones: the reference reads W, not its working copy W1);
 - act_order: columns in descending diag(H) order; groups are consecutive runs of that order, so
   g_idx[i] is not i // group_size; with static_groups the groups are fixed on the original column
   order before GPTQ runs (g_idx[i] = i // group_size) and only the processing order changes.
@@ -117,29 +124,40 @@ def _checked_inputs(weight: torch.Tensor, hessian: torch.Tensor, damp: float, bl
     n_mats, _, in_features = weight.shape
     if tuple(hessian.shape) != (n_mats, in_features, in_features):
         raise ValueError(f"hessian shape {tuple(hessian.shape)} does not match weight {tuple(weight.shape)}")
-    if not (torch.isfinite(weight).all() and torch.isfinite(hessian).all()):
+    if not (_all_finite(weight) and _all_finite(hessian)):
         raise ValueError("weight or hessian holds NaN or inf")
     if damp <= 0:
         raise ValueError(f"damp must be > 0, got {damp}")
     if block_size <= 0:
         raise ValueError(f"block_size must be > 0, got {block_size}")
-    # fp32 copies: the solver updates both in place and must not touch the caller's tensors.
-    return weight.to(torch.float32, copy=True), hessian.to(torch.float32, copy=True)
+    # No copies: the solver reads both and copies only where it changes them (dead columns, empty H).
+    return weight.to(torch.float32), hessian.to(torch.float32)
 
 
-def _replace_empty_hessians(hessian: torch.Tensor) -> torch.Tensor:
-    """Set all-zero Hessians to the identity (GPTQ then equals RTN); returns which ones were."""
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN or inf, in two reductions (isfinite(t).all() allocates a bool tensor of t's size)."""
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+
+
+def _replace_empty_hessians(hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All-zero Hessians become the identity (GPTQ then equals RTN); returns H and which ones were."""
     empty = (hessian.diagonal(dim1=1, dim2=2) == 0).all(dim=1)  # a PSD matrix with zero diagonal is 0
-    hessian[empty] = torch.eye(hessian.shape[-1])
-    return empty
+    if empty.any():
+        hessian = hessian.clone()
+        hessian[empty] = torch.eye(hessian.shape[-1], dtype=hessian.dtype)
+    return hessian, empty
 
 
-def _drop_dead_columns(weight: torch.Tensor, hessian: torch.Tensor) -> None:
-    """Inputs that were always zero: their weights cannot matter on the calibration data (reference)."""
-    diag = hessian.diagonal(dim1=1, dim2=2)
-    dead = diag == 0
-    diag[dead] = 1.0
-    weight.masked_fill_(dead.unsqueeze(1), 0.0)
+def _drop_dead_columns(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs that were always zero: their weights cannot matter on the calibration data (reference).
+    H[i, i] = 1 and W[:, i] = 0 for them, on copies."""
+    dead = hessian.diagonal(dim1=1, dim2=2) == 0
+    if not dead.any():
+        return weight, hessian
+    hessian = hessian.clone()
+    hessian.diagonal(dim1=1, dim2=2)[dead] = 1.0
+    return weight.masked_fill(dead.unsqueeze(1), 0.0), hessian
 
 
 def _column_order(hessian: torch.Tensor, act_order: bool) -> torch.Tensor:
@@ -157,24 +175,37 @@ def _permute(weight: torch.Tensor, hessian: torch.Tensor, perm: torch.Tensor):
     return weight, hessian
 
 
-def _inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Upper Cholesky factor of (H + lambda I)^-1 per matrix, lambda = frac * mean(diag H).
+def _feedback_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ's error-feedback coefficients from ONE Cholesky per matrix, no inverse (module docstring).
 
-    frac starts at damp; matrices whose factorisation fails get frac * 10 and are retried alone.
+    With H + lambda I = R R^T, R upper (the Cholesky factor of H with rows and columns reversed),
+    returns At [B, in, in], strictly lower: At[k, i] = R[i, k] / R[k, k], the weight with which the
+    rounding error of column i < k is added to column k. lambda = frac * mean(diag H); frac starts at
+    damp, and matrices whose factorisation fails get frac * 10 and are retried alone.
     """
     n_mats = hessian.shape[0]
     mean_diag = hessian.diagonal(dim1=1, dim2=2).mean(dim=1)
     frac = torch.full((n_mats,), float(damp))
-    factor = torch.empty_like(hessian)
+    factor = None
     todo = torch.ones(n_mats, dtype=torch.bool)
     for _ in range(_DAMP_TRIES):
         idx = todo.nonzero().flatten()
-        damped = hessian[idx]  # advanced indexing copies
+        everyone = len(idx) == n_mats
+        damped = (hessian if everyone else hessian[idx]).flip(1, 2)  # a copy, in reversed order
         damped.diagonal(dim1=1, dim2=2).add_((frac[idx] * mean_diag[idx]).unsqueeze(1))
-        chol, info = torch.linalg.cholesky_ex(damped)
-        upper, info_inv = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
-        ok = (info == 0) & (info_inv == 0) & torch.isfinite(upper).all(dim=2).all(dim=1)
-        factor[idx[ok]] = upper[ok]
+        lower, info = torch.linalg.cholesky_ex(damped)
+        del damped
+        ok = (info == 0) & torch.isfinite(lower.sum(dim=(1, 2)))
+        # R = flip(L) is upper; At = R^T with row k divided by R[k, k], unit diagonal removed.
+        at = lower.transpose(1, 2).flip(1, 2)  # R^T, lower
+        del lower
+        at /= at.diagonal(dim1=1, dim2=2).unsqueeze(2)
+        at.diagonal(dim1=1, dim2=2).zero_()
+        if everyone and ok.all():
+            return at, frac
+        if factor is None:
+            factor = torch.empty_like(hessian)
+        factor[idx[ok]] = at[ok]
         todo[idx[ok]] = False
         if not todo.any():
             return factor, frac
@@ -208,16 +239,16 @@ def _torch_threads(n: int | None):
 
 def _factor_and_solve(weight, hessian, damp, col_group, group, bits, sym, block_size, static_params,
                       given_grid=False):
-    """_inverse_hessian_factor + _solve on contiguous shares of the batch, one share per worker thread,
+    """_feedback_factor + _solve on contiguous shares of the batch, one share per worker thread,
     every worker on one intra-op thread (see SOLVE_WORKERS). Returns codes, scales, zeros, damp used."""
     n_mats = weight.shape[0]
     workers = max(1, min(n_mats, SOLVE_WORKERS or torch.get_num_threads()))
     bounds = [(n_mats * k // workers, n_mats * (k + 1) // workers) for k in range(workers)]
 
     def run(a: int, b: int):
-        hinv, damp_used = _inverse_hessian_factor(hessian[a:b], damp)
+        feedback, damp_used = _feedback_factor(hessian[a:b], damp)
         static = None if static_params is None else tuple(t[a:b] for t in static_params)
-        codes, scales, zeros = _solve(weight[a:b], hinv, col_group[a:b], group, bits, sym, block_size, static,
+        codes, scales, zeros = _solve(weight[a:b], feedback, col_group[a:b], group, bits, sym, block_size, static,
                                       given_grid)
         return codes, scales, zeros, damp_used
 
@@ -230,20 +261,16 @@ def _factor_and_solve(weight, hessian, damp, col_group, group, bits, sym, block_
     return tuple(torch.cat([p[i] for p in parts]) for i in range(4))
 
 
-def _solve(weight, hinv, col_group, group, bits, sym, block_size, static_params, given_grid=False):
-    """The GPTQ column sweep on permuted weight/factor. Returns fp32 codes [B, out, in] in processing
-    order and the per-group scales and zeros [B, n_groups, out]. With `given_grid`, static_params are
+def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_params, given_grid=False):
+    """The GPTQ column sweep in error-feedback form on permuted weight [B, out, in] (read, not
+    modified) and At from _feedback_factor. Returns codes [B, out, in] (uint8) in processing order and
+    the per-group scales and zeros [B, n_groups, out]. With `given_grid`, static_params are
     (scales, offsets) of the caller's grid instead of (scales, zeros).
 
-    For speed only (every value is computed by the same operations in the same order as the plain
-    [B, out, block] sweep, so the codes are bit-identical to it):
-    - the lazy block is held transposed, [B, block, out], so a column is one contiguous row and the
-      in-block rank-1 update walks contiguous memory through a preallocated product buffer (same
-      product, same subtraction); codes are collected column-major too;
-    - the block's error goes back to [B, out, block] (a copy) before the bmm, so the BLAS call gets the
-      same operands as before;
-    - when every matrix maps a column to the same group (no act_order, or static groups on equal
-      orders), the column's scale/zero is a view instead of a per-column gather.
+    Column k is quantized from w_k + sum_{i<k} d_i At[k, i], d_i = w_i - w_hat_i its predecessors'
+    rounding errors. Left-looking lazy blocks: a block's columns first receive the errors of all
+    finished blocks in one bmm (At[block, :i1] @ D[:i1]), then the in-block errors one column at a
+    time. Everything is held transposed, [B, column, out], so a column is one contiguous row.
     """
     n_mats, out_features, in_features = weight.shape
     if static_params is None:
@@ -251,22 +278,43 @@ def _solve(weight, hinv, col_group, group, bits, sym, block_size, static_params,
         zeros = torch.zeros_like(scales)
     else:
         scales, zeros = static_params
-    codes_t = weight.new_empty(n_mats, in_features, out_features)  # processed column -> row
+    errors = weight.new_empty(n_mats, in_features, out_features)  # d_i, processed column -> row
+    codes_t = torch.empty(n_mats, in_features, out_features, dtype=torch.uint8)
     mats = torch.arange(n_mats)
     shared_groups = bool((col_group == col_group[:1]).all())
     groups_of = col_group[0].tolist()
     product = weight.new_empty(n_mats, block_size, out_features)
+
+    def group_source(c1: int, i1: int, i2: int, corr: torch.Tensor | None) -> torch.Tensor:
+        """Columns c1:c1+group as the reference's W holds them when its sweep is at block i1: each
+        carries the errors of the columns before i1 pushed through GPTQ's update (the optimal
+        compensation given those errors), which is not the partial sum of the error-feedback form.
+        With J = i1:c2, D_F the errors before i1 and C_J = D_F At[J, F]^T (`corr`, the error-feedback
+        correction so far), the reference's columns are W_J + C_J (I + A_JJ)^-1, A = At^T (module
+        docstring; H = R R^T gives both). Returns [B, out, group]."""
+        c2 = c1 + group
+        if i1 == 0:
+            return weight[:, :, c1:c2]
+        c_in = corr[:, :min(c2, i2) - i1]
+        if c2 > i2:  # a group that runs past this block (group not a multiple of block_size)
+            c_in = torch.cat([c_in, torch.bmm(feedback[:, i2:c2, :i1], errors[:, :i1])], dim=1)
+        unit = feedback[:, i1:c2, i1:c2] + torch.eye(c2 - i1, dtype=weight.dtype)
+        state = torch.linalg.solve_triangular(unit, c_in, upper=False, unitriangular=True)[:, c1 - i1:]
+        return weight[:, :, c1:c2] + state.transpose(1, 2)
+
     for i1 in range(0, in_features, block_size):
         i2 = min(i1 + block_size, in_features)
-        w_block = weight[:, :, i1:i2].transpose(1, 2).contiguous()  # [B, block, out]
-        err_block = torch.empty_like(w_block)
-        hinv_block = hinv[:, i1:i2, i1:i2]
+        w_orig = weight[:, :, i1:i2].transpose(1, 2).contiguous()  # [B, block, out]
+        w_block = w_orig.clone()
+        if i1:
+            w_block.baddbmm_(feedback[:, i1:i2, :i1], errors[:, :i1])
+        corr = w_block - w_orig if static_params is None and i1 else None
+        a_block = feedback[:, i1:i2, i1:i2].transpose(1, 2).contiguous()  # [B, i, k] = At[k, i]
         for i in range(i2 - i1):
             col = i1 + i
             if static_params is None and col % group == 0:
                 scales[:, col // group], zeros[:, col // group] = group_scale_zero(
-                    weight[:, :, col:col + group], bits, sym
-                )
+                    group_source(col, i1, i2, corr), bits, sym)
             if shared_groups:
                 scale, zero = scales[:, groups_of[col]], zeros[:, groups_of[col]]
             else:
@@ -279,15 +327,13 @@ def _solve(weight, hinv, col_group, group, bits, sym, block_size, static_params,
                 q = quantize_codes(w, scale, zero, bits)
                 w_hat = dequantize_codes(q, scale, zero)
             codes_t[:, col] = q
-            err = (w - w_hat) / hinv_block[:, i, i].unsqueeze(1)
+            d = errors[:, col]
+            torch.sub(w_orig[:, i], w_hat, out=d)
             rest = i2 - col - 1
             if rest:
                 update = product[:, :rest]
-                torch.mul(err.unsqueeze(1), hinv_block[:, i, i + 1:].unsqueeze(2), out=update)
-                w_block[:, i + 1:].sub_(update)
-            err_block[:, i] = err
-        if i2 < in_features:
-            weight[:, :, i2:] -= torch.bmm(err_block.transpose(1, 2).contiguous(), hinv[:, i1:i2, i2:])
+                torch.mul(d.unsqueeze(1), a_block[:, i, i + 1:].unsqueeze(2), out=update)
+                w_block[:, i + 1:].add_(update)
     return codes_t.transpose(1, 2).contiguous(), scales, zeros
 
 
@@ -312,8 +358,8 @@ def gptq_quantize(
     n_mats, _, in_features = w.shape
     group = resolve_group_size(group_size, in_features)
 
-    rtn_fallback = _replace_empty_hessians(h)
-    _drop_dead_columns(w, h)
+    h, rtn_fallback = _replace_empty_hessians(h)
+    w, h = _drop_dead_columns(w, h)
     static_params = _static_group_params(w, group, bits, sym) if static_groups else None
     perm = _column_order(h, act_order)
     if act_order:
@@ -384,8 +430,8 @@ def gptq_quantize_on_grid(
     if tuple(scales.shape) != want or tuple(offsets.shape) != want:
         raise ValueError(f"grid scales {tuple(scales.shape)} / offsets {tuple(offsets.shape)} must be [B, n_groups, out] = {want}")
     grid = (scales.to(torch.float32), offsets.to(torch.float32))
-    rtn_fallback = _replace_empty_hessians(h)
-    _drop_dead_columns(w, h)
+    h, rtn_fallback = _replace_empty_hessians(h)
+    w, h = _drop_dead_columns(w, h)
     perm = _column_order(h, act_order)
     if act_order:
         w, h = _permute(w, h, perm)

@@ -1,8 +1,11 @@
 """Turn a plan into output tensors, one layer at a time: RTN, or GPTQ from layer statistics.
 
-Experts of one layer that share a modality, projection, shape and scheme are solved as one batch
-(batched Cholesky and block updates); every expert that falls back (no calibration tokens) is
-recorded with its reason. A `Backend` says how weights are solved and emitted for the plan's format:
+Tensors that read the same input with the same scheme (an expert's gate and up; q, k and v) are
+one *unit*: stacked along their output rows and solved as one matrix, since GPTQ quantizes rows
+independently given the shared Hessian (same codes as solving each alone, one factorisation instead
+of two or three). Units of one layer that share a kind, modality, shapes and scheme (the experts of
+a modality) are solved as one batch (batched Cholesky and block updates); every expert that falls
+back (no calibration tokens) is recorded with its reason. A `Backend` says how weights are solved and emitted for the plan's format:
 the GPTQ checkpoint tensors here, GGML blocks for a GGUF plan (quantkit.gguf.backend).
 """
 from __future__ import annotations
@@ -100,48 +103,58 @@ class LayerQuantizer:
         for e in entries:
             if not e.quantized:
                 add({e.name: weights[e.name]})
-        for batch in _batches([e for e in entries if e.quantized]):
+        for batch in _batches([e for e in entries if e.quantized], self.adapter.input_group):
             results = self._solve(batch, weights, calib)
-            for e, qw in zip(batch, results):
-                add(self.backend.emit(e, qw))
-                if want_dequantized:
-                    dequantized[e.name] = qw.dequantize()
+            for unit, result in zip(batch, results):
+                row = 0
+                for e in unit:  # the unit's rows back to its tensors
+                    qw = result.rows(row, row + e.shape[0]) if len(unit) > 1 else result
+                    row += e.shape[0]
+                    add(self.backend.emit(e, qw))
+                    if want_dequantized:
+                        dequantized[e.name] = qw.dequantize()
         return dequantized
 
-    def _solve(self, batch: list[TensorPlan], weights: dict, calib: LayerCalibration | None) -> list[QuantizedWeight]:
-        s = batch[0].scheme
-        W = torch.stack([weights[e.name].float() for e in batch])
+    def _solve(self, batch: list[list[TensorPlan]], weights: dict, calib: LayerCalibration | None) -> list:
+        """One result per unit, covering the unit's tensors' rows in order."""
+        s = batch[0][0].scheme
+        W = torch.stack([torch.cat([weights[e.name].float() for e in unit]) for unit in batch])
         if s.method == "rtn":
             return self.backend.rtn(s, W)
         if calib is None:
             raise ValueError("GPTQ needs layer statistics")
         H = []
-        for e in batch:
-            h, _ = calib.hessian(self.adapter.input_group(e.module))
+        for unit in batch:
+            h, _ = calib.hessian(self.adapter.input_group(unit[0].module))
             H.append(h if h is not None else torch.zeros(W.shape[-1], W.shape[-1]))  # solver flags it
         t0 = time.perf_counter()
-        results, fallback_experts = self.backend.gptq(s, W, torch.stack(H))
+        results, fallback_units = self.backend.gptq(s, W, torch.stack(H))
         self.solver["seconds"] += time.perf_counter() - t0
-        self.solver["matrices"] += len(batch)
-        for i in fallback_experts:
-            e = batch[i]
-            src = calib.sources.get(self.adapter.input_group(e.module), "none")
-            self.fallbacks.append({"tensor": e.name, "role": e.role.label, "fallback": "rtn",
-                                   "reason": "no calibration tokens reached this module"
-                                             + (f" (no {e.role.modality} tokens in the samples)"
-                                                if e.role.modality and src == "none" else "")})
+        self.solver["matrices"] += sum(len(unit) for unit in batch)
+        for i in fallback_units:
+            for e in batch[i]:
+                src = calib.sources.get(self.adapter.input_group(e.module), "none")
+                self.fallbacks.append({"tensor": e.name, "role": e.role.label, "fallback": "rtn",
+                                       "reason": "no calibration tokens reached this module"
+                                                 + (f" (no {e.role.modality} tokens in the samples)"
+                                                    if e.role.modality and src == "none" else "")})
         return results
 
 
-def _batches(entries: list[TensorPlan]) -> list[list[TensorPlan]]:
-    """Same projection, shape and scheme → one batch (experts of a modality), at most MAX_BATCH."""
-    groups: dict[tuple, list[TensorPlan]] = defaultdict(list)
+def _batches(entries: list[TensorPlan], input_group: Callable[[str], str]) -> list[list[list[TensorPlan]]]:
+    """Units (tensors of one input group with one scheme, in plan order), then batches of units with
+    the same kind, modality, shapes and scheme (the experts of a modality), at most MAX_BATCH each."""
+    units: dict[tuple, list[TensorPlan]] = defaultdict(list)
     for e in entries:
-        if e.role.kind == "routed_expert":
-            key = (e.role.kind, e.role.modality, e.role.proj, e.shape, e.scheme)
+        units[(input_group(e.module), e.scheme)].append(e)
+    groups: dict[tuple, list[list[TensorPlan]]] = defaultdict(list)
+    for (group, scheme), unit in units.items():
+        first = unit[0].role
+        if first.kind == "routed_expert":
+            key = (first.kind, first.modality, tuple((e.role.proj, e.shape) for e in unit), scheme)
         else:
-            key = (e.name,)
-        groups[key].append(e)
+            key = (group, scheme)
+        groups[key].append(unit)
     out = []
     for members in groups.values():
         for i in range(0, len(members), MAX_BATCH):

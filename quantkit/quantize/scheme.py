@@ -60,6 +60,12 @@ class QuantizedWeight:
     def shape(self) -> tuple[int, int]:
         return tuple(self.codes.shape)
 
+    def rows(self, start: int, stop: int) -> "QuantizedWeight":
+        """Output rows start:stop (GPTQ quantizes rows independently: a fused [gate; up] solve splits)."""
+        return QuantizedWeight(self.codes[start:stop].contiguous(), self.scales[:, start:stop].contiguous(),
+                               self.zeros[:, start:stop].contiguous(), self.g_idx.clone(), self.bits, self.group_size,
+                               self.sym)
+
     def dequantize(self) -> torch.Tensor:
         g = self.g_idx.long()
         scale = self.scales.float()[g].T  # [out, in]
