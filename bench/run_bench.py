@@ -124,21 +124,26 @@ def machine_info(threads: int) -> dict:
 
 # -- FLOP count of the GPTQ solver ------------------------------------------------------------------------
 
-def gptq_flops(out_f: int, in_f: int, block: int = BLOCK_SIZE) -> dict:
-    """What gptq_quantize executes for one [out, in] matrix (LAPACK counts, 1 multiply-add = 2 FLOPs):
-    Cholesky in^3/3 + cholesky_inverse (potri: triangular inverse + product) 2 in^3/3 + Cholesky of the
-    inverse in^3/3 = 4/3 in^3; block updates: per lazy block [i1, i2) a bmm 2 out (i2-i1)(in-i2) plus the
-    in-block rank-1 updates 2 out sum_(i in block)(i2-i-1); per column quantize + error ~8 out."""
-    factor = round(4 * in_f**3 / 3)
-    bmm = rank1 = 0
+def gptq_flops(out_f: int, in_f: int, block: int = BLOCK_SIZE, group: int = 128) -> dict:
+    """What gptq_quantize executes for one [out, in] matrix (LAPACK counts, 1 multiply-add = 2 FLOPs),
+    error-feedback form (quantkit/quantize/gptq.py): one Cholesky in^3/3; per lazy block [i1, i2) a bmm
+    bringing in the finished blocks' errors 2 out (i2-i1) i1, the in-block rank-1 updates
+    2 out sum_(i in block)(i2-i-1), and at each group start after the first block a unit-triangular
+    solve out |J|^2 (J = block start .. group end) for the group's scale source; per column quantize +
+    error ~8 out."""
+    factor = round(in_f**3 / 3)
+    bmm = rank1 = group_solve = 0
     for i1 in range(0, in_f, block):
         i2 = min(i1 + block, in_f)
         w = i2 - i1
-        bmm += 2 * out_f * w * (in_f - i2)
+        bmm += 2 * out_f * w * i1
         rank1 += out_f * w * (w - 1)  # 2 out sum_{i<w}(w-1-i) = out w (w-1)
+        if i1:
+            for c in range(i1 - i1 % group + (group if i1 % group else 0), i2, group):
+                group_solve += out_f * (c + group - i1) ** 2
     elementwise = 8 * out_f * in_f
-    return {"factor": factor, "bmm": bmm, "rank1": rank1, "elementwise": elementwise,
-            "total": factor + bmm + rank1 + elementwise}
+    return {"factor": factor, "bmm": bmm, "rank1": rank1, "group_solve": group_solve, "elementwise": elementwise,
+            "total": factor + bmm + rank1 + group_solve + elementwise}
 
 
 # -- timed subclasses (no patching) -----------------------------------------------------------------------
@@ -186,31 +191,41 @@ def _timed_classes():
             total = time.perf_counter() - t0
             gptq = self.solver["seconds"] - before
             self.solve_total += total
-            e = batch[0]
-            role = e.role
-            key = ".".join(x for x in (role.kind, role.modality, role.proj) if x)
+            unit = batch[0]  # the tensors solved as one matrix (gate+up, q/k/v, or one)
+            role = unit[0].role
+            shape = (sum(e.shape[0] for e in unit), unit[0].shape[1])
+            key = ".".join(x for x in (role.kind, role.modality, "+".join(e.role.proj or e.name.rsplit(".", 2)[-2]
+                                                                            for e in unit)) if x)
             rec = self.kinds[key]
             rec["gptq_seconds"] += gptq
             rec["prep_seconds"] += total - gptq
             rec["matrices"] += len(batch)
             rec["batches"] += 1
-            rec["flops"] = int(rec["flops"]) + len(batch) * gptq_flops(*e.shape)["total"]
-            rec["shape"] = list(e.shape)
+            rec["flops"] = int(rec["flops"]) + len(batch) * gptq_flops(*shape, group=unit[0].scheme.group_size
+                                                                       if unit[0].scheme.group_size > 0 else shape[1])["total"]
+            rec["shape"] = list(shape)
             return out
 
     class PrefixlessStream(LayerStream):
         """LayerStream without its prefix model: hidden states come from bench/realshape.py. The
         attention / experts kernels are the ones `prefix_model` selects when it loads the real model
-        on CPU (sdpa, grouped_mm: checked on the tiny model)."""
+        on CPU (sdpa, grouped_mm: checked on the tiny model). `step` is the product's; `mark` records
+        each segment's end time, resident and peak memory (then resets the peak)."""
 
         def __init__(self, ckpt, adapter):
-            self.ckpt, self.adapter = ckpt, adapter
-            self.runner = adapter.runner()
-            self.prefix = None
-            self.num_layers = adapter.shape.num_layers
+            super().__init__(ckpt, adapter)
             text = self.runner.text_config()
             text._attn_implementation = "sdpa"
             text._experts_implementation = "grouped_mm"
+            self.marks: list[tuple[int | None, str, float, int, int]] = []
+
+        def new_calibration(self, n):
+            return TimedCalibration(n)
+
+        def mark(self, n, segment):
+            st = _status()
+            self.marks.append((n, segment, time.perf_counter(), st["VmRSS"], st["VmHWM"]))
+            reset_peak()
 
     return TimedCheckpoint, TimedCalibration, TimedQuantizer, PrefixlessStream
 
@@ -266,82 +281,82 @@ def run_config(args) -> dict:
     result["rss_before_layers_bytes"] = _status()["VmRSS"]
 
     layers_out = []
-    calib = outputs = None
-    with torch.no_grad():
-        for n in args.layers:
-            # -- as LayerStream.run: build, calibrate (+ supplement), finish routing, on_layer, carry
-            reset_peak()
-            cpu0, t_layer = cpu_seconds(), time.perf_counter()
-            ckpt.read_seconds, ckpt.read_bytes = 0.0, 0
-            t0 = time.perf_counter()
-            layer = stream.runner.build_layer(ckpt, n)
-            t_load = time.perf_counter() - t0
-            load_read = ckpt.read_seconds
-            rss_loaded = _status()["VmRSS"]
-            peak_load = _status()["VmHWM"]
-            reset_peak()
-            calib = TimedCalibration(n)
-            t0 = time.perf_counter()
-            outputs = stream._forward(layer, n, states, calib, args.mode)
-            t_forward = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            if args.mode == "auto":
-                stream._supplement(layer, n, states, calib, args.min_tokens)
-            t_supplement = time.perf_counter() - t0
-            _finish_routing(calib)
-            rss_calibrated = _status()["VmRSS"]
-            peak_calibrate = _status()["VmHWM"]
-            reset_peak()
-            hessian_bytes = sum(h.numel() * h.element_size() for h in calib.hessians.values())
-            ckpt.read_seconds, ckpt.read_bytes = 0.0, 0
-            q.solve_total = 0.0
-            q.kinds.clear()
-            w0, wb0 = write["seconds"], write["bytes"]
-            t0 = time.perf_counter()
-            q(n, calib, add)
-            t_quantize = time.perf_counter() - t0
-            t_read, t_write = ckpt.read_seconds, write["seconds"] - w0
-            t_solve = q.solve_total
-            t_gptq = sum(k["gptq_seconds"] for k in q.kinds.values())
-            states = [(o, kw) for o, (_, kw) in zip(outputs, states)]
-            del layer
-            wall = time.perf_counter() - t_layer
-            cpu = cpu_seconds() - cpu0
-            peak_quantize = _status()["VmHWM"]
-            peak = max(peak_load, peak_calibrate, peak_quantize)
-            segments.append((f"layer {n}", peak))
-            flops = sum(k["flops"] for k in q.kinds.values())
-            rec = {
-                "layer": n, "kind": "moe" if stream.runner.text_config().mlp_layer_types[n] == "sparse" else "dense",
-                "seconds": {
-                    "total": round(wall, 2),
-                    "load_layer": round(t_load, 2), "load_layer_read": round(load_read, 2),
-                    "forward_hessian": round(t_forward + t_supplement, 2),
-                    "forward_hessian_supplement": round(t_supplement, 2),
-                    "hessian_accumulate": round(calib.add_seconds, 2),
-                    "read_weights": round(t_read, 2),
-                    "solve": round(t_solve, 2), "solve_gptq": round(t_gptq, 2),
-                    "pack": round(t_quantize - t_read - t_solve - t_write, 2),
-                    "write": round(t_write, 2),
-                },
-                "cpu_share": round(cpu / (wall * args.threads), 3),
-                "rss": {"peak_bytes": peak, "peak_load_layer_bytes": peak_load, "peak_calibrate_bytes": peak_calibrate,
-                        "peak_quantize_bytes": peak_quantize, "after_load_bytes": rss_loaded,
-                        "after_calibration_bytes": rss_calibrated, "hessian_bytes": hessian_bytes},
-                "solve": {"flops": flops, "gflops": round(flops / t_gptq / 1e9, 2) if t_gptq else None,
-                          "by_kind": {k: {**{kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items()},
-                                          "gflops": round(v["flops"] / v["gptq_seconds"] / 1e9, 2) if v["gptq_seconds"] else None}
-                                      for k, v in sorted(q.kinds.items())}},
-                "written_bytes": write["bytes"] - wb0,
-                "tokens_per_expert": _tokens_per_expert(calib, args.min_tokens),
-                "machine_after": machine_sample(),
-            }
-            layers_out.append(rec)
-            print(f"bench: layer {n} {rec['kind']}: {wall:.1f}s (forward+H {rec['seconds']['forward_hessian']}s, "
-                  f"solve {t_solve:.1f}s, pack {rec['seconds']['pack']}s, write {t_write:.1f}s), peak "
-                  f"{peak / 2**30:.2f} GiB, cpu share {rec['cpu_share']}, load {rec['machine_after']['loadavg'][0]}, "
-                  f"matmul {rec['machine_after']['matmul_gflops']['median']} GF/s", flush=True)
-            # calib, outputs stay referenced until the next layer rebinds them, as in LayerStream.run
+    kept = {}  # the last layer's statistics, for the batched-vs-loop comparison afterwards
+    last = args.layers[-1]
+
+    def on_layer(n, calib):
+        # what api.quantize's on-the-fly GPTQ callback does, plus the figures read off the statistics
+        kept["hessian_bytes"] = sum(h.numel() * h.element_size() for h in calib.hessians.values())
+        kept["tokens_per_expert"] = _tokens_per_expert(calib, args.min_tokens)
+        kept["add_seconds"] = calib.add_seconds
+        ckpt.read_seconds, ckpt.read_bytes = 0.0, 0
+        q.solve_total = 0.0
+        q.kinds.clear()
+        w0 = write["seconds"]
+        t0 = time.perf_counter()
+        q(n, calib, add)
+        kept["t_quantize"] = time.perf_counter() - t0
+        kept["t_read"], kept["t_write"] = ckpt.read_seconds, write["seconds"] - w0
+        if n == last and args.compare_loop:
+            kept["calib"] = calib
+        return None
+
+    # states: the synthetic first-layer inputs built above
+    for n in args.layers:
+        reset_peak()
+        stream.marks.clear()
+        stream.mark(n, "start")
+        cpu0 = cpu_seconds()
+        ckpt.read_seconds, ckpt.read_bytes = 0.0, 0
+        wb0 = write["bytes"]
+        states = stream.step(n, states, mode=args.mode, min_tokens=args.min_tokens, on_layer=on_layer)
+        stream.mark(n, "end")
+        cpu = cpu_seconds() - cpu0
+        m = {seg: (t, rss, peak) for _, seg, t, rss, peak in stream.marks}
+        t_start = m["start"][0]
+        seconds = {seg: m[seg][0] - m[prev][0] for prev, seg in
+                   (("start", "load"), ("load", "forward"), ("forward", "supplement"), ("supplement", "on_layer"),
+                    ("on_layer", "end"))}
+        wall = m["end"][0] - t_start
+        t_solve = q.solve_total
+        t_gptq = sum(k["gptq_seconds"] for k in q.kinds.values())
+        peak = max(p for _, _, p in m.values())
+        segments.append((f"layer {n}", peak))
+        flops = sum(k["flops"] for k in q.kinds.values())
+        rec = {
+            "layer": n, "kind": "moe" if stream.runner.text_config().mlp_layer_types[n] == "sparse" else "dense",
+            "seconds": {
+                "total": round(wall, 2),
+                "load_layer": round(seconds["load"], 2),
+                "forward_hessian": round(seconds["forward"] + seconds["supplement"], 2),
+                "forward_hessian_supplement": round(seconds["supplement"], 2),
+                "hessian_accumulate": round(kept["add_seconds"], 2),
+                "read_weights": round(kept["t_read"], 2),
+                "solve": round(t_solve, 2), "solve_gptq": round(t_gptq, 2),
+                "pack": round(kept["t_quantize"] - kept["t_read"] - t_solve - kept["t_write"], 2),
+                "write": round(kept["t_write"], 2),
+                "free_and_carry": round(seconds["end"], 2),
+            },
+            "cpu_share": round(cpu / (wall * args.threads), 3),
+            "rss": {"peak_bytes": peak, "peak_load_layer_bytes": m["load"][2],
+                    "peak_calibrate_bytes": max(m["forward"][2], m["supplement"][2]),
+                    "peak_quantize_bytes": m["on_layer"][2], "after_load_bytes": m["load"][1],
+                    "after_calibration_bytes": m["supplement"][1], "after_layer_bytes": m["end"][1],
+                    "hessian_bytes": kept["hessian_bytes"]},
+            "solve": {"flops": flops, "gflops": round(flops / t_gptq / 1e9, 2) if t_gptq else None,
+                      "by_kind": {k: {**{kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items()},
+                                      "gflops": round(v["flops"] / v["gptq_seconds"] / 1e9, 2) if v["gptq_seconds"] else None}
+                                  for k, v in sorted(q.kinds.items())}},
+            "written_bytes": write["bytes"] - wb0,
+            "tokens_per_expert": kept["tokens_per_expert"],
+            "machine_after": machine_sample(),
+        }
+        layers_out.append(rec)
+        print(f"bench: layer {n} {rec['kind']}: {wall:.1f}s (load {rec['seconds']['load_layer']}s, forward+H "
+              f"{rec['seconds']['forward_hessian']}s, solve {t_solve:.1f}s, pack {rec['seconds']['pack']}s), peak "
+              f"{peak / 2**30:.2f} GiB, cpu share {rec['cpu_share']}, load {rec['machine_after']['loadavg'][0]}, "
+              f"matmul {rec['machine_after']['matmul_gflops']['median']} GF/s", flush=True)
+    calib = kept.get("calib")
     reset_peak()
     t0 = time.perf_counter()
     writer.close()
@@ -387,40 +402,37 @@ def _tokens_per_expert(calib, min_tokens: int) -> dict:
 # -- batched vs per-expert loop (same inputs, same run) -----------------------------------------------
 
 def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
-    """gptq_quantize on a batch of MAX_BATCH experts vs gptq.per_expert_reference on the same W and H,
-    alternated, for every distinct expert shape of the layer; the layer-level ratio is extrapolated from
-    the per-matrix times and the layer's matrix counts."""
+    """The product's expert batches (pipeline._batches: gate+up units and down, per modality, of
+    pipeline.batch_size matrices) solved batched vs gptq.per_expert_reference on the same W and H, one
+    batch of each kind, in the same run; the layer-level ratio is extrapolated from the per-matrix
+    times and the layer's matrix counts."""
     import torch
 
     from quantkit.quantize.gptq import gptq_quantize, per_expert_reference
-    from quantkit.quantize.pipeline import MAX_BATCH
+    from quantkit.quantize.pipeline import _batches
 
     if calib is None:
-        return {"skipped": "needs a one-layer run (the layer's statistics)"}
+        return {"skipped": "needs the layer's statistics"}
     entries = [e for e in q.by_layer[n] if e.quantized and e.role.kind == "routed_expert"]
-    counts = defaultdict(int)
-    for e in entries:
-        counts[(e.role.modality, e.role.proj)] += 1
-    size = min(args.loop_experts or MAX_BATCH, MAX_BATCH)
-    kinds, gate_runs = {}, {}
-
-    def inputs(modality, proj):
-        sel = [e for e in entries if e.role.modality == modality and e.role.proj == proj][:size]
-        if not sel:
-            return None, None, None
-        weights = ckpt.read_many([e.name for e in sel])
-        W = torch.stack([weights[e.name].float() for e in sel])
-        H = []
-        for e in sel:  # as LayerQuantizer._solve builds them
-            h, _ = calib.hessian(adapter.input_group(e.module))
-            H.append(h if h is not None else torch.zeros(W.shape[-1], W.shape[-1]))
-        return sel, W, torch.stack(H)
-
-    for modality, proj in [("text", "gate"), ("text", "down"), ("vision", "gate"), ("vision", "down")]:
-        sel, W, H = inputs(modality, proj)
-        if not sel:
+    batches = _batches(entries, adapter.input_group)
+    kinds = {}
+    for batch in batches:
+        unit = batch[0]
+        key = f"{unit[0].role.modality}." + "+".join(e.role.proj for e in unit)
+        if key in kinds:
+            kinds[key]["layer_matrices"] += len(batch)
             continue
-        s = sel[0].scheme
+        if args.loop_experts:
+            batch = batch[:args.loop_experts]
+        weights = ckpt.read_many([e.name for u in batch for e in u])
+        W = torch.stack([torch.cat([weights[e.name].float() for e in u]) for u in batch])
+        del weights
+        H = torch.zeros(len(batch), W.shape[-1], W.shape[-1])
+        for i, u in enumerate(batch):  # as LayerQuantizer._solve builds them
+            h, _ = calib.hessian(adapter.input_group(u[0].module))
+            if h is not None:
+                H[i] = h
+        s = unit[0].scheme
         kw = dict(bits=s.bits, group_size=s.group_size, sym=s.sym, act_order=s.desc_act)
         before = machine_sample()
         cpu0, t0 = cpu_seconds(), time.perf_counter()
@@ -431,50 +443,24 @@ def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
         looped = per_expert_reference(W, H, **kw)
         t_l = time.perf_counter() - t0
         cpu_l = cpu_seconds() - cpu0
-        fl = gptq_flops(*sel[0].shape)["total"] * len(sel)
-        kinds[f"{modality}.{proj}"] = {
-            "shape": list(sel[0].shape), "experts": len(sel), "layer_matrices": counts[(modality, proj)]
-            + (counts[(modality, "up")] if proj == "gate" else 0),
+        fl = gptq_flops(*W.shape[1:], group=s.group_size if s.group_size > 0 else W.shape[-1])["total"] * len(batch)
+        kinds[key] = {
+            "shape": list(W.shape[1:]), "experts": len(batch), "layer_matrices": len(batch),
             "batched_seconds": round(t_b, 4), "loop_seconds": round(t_l, 4), "ratio": round(t_l / t_b, 2),
             "batched_gflops": round(fl / t_b / 1e9, 2), "loop_gflops": round(fl / t_l / 1e9, 2),
             "cpu_share_batched": round(cpu_b / (t_b * args.threads), 3),
             "cpu_share_loop": round(cpu_l / (t_l * args.threads), 3),
             "codes_differ_fraction": float((batched.codes != looped.codes).float().mean()),
             "machine_before": before}
-        print(f"bench: batched vs loop {modality}.{proj} {list(sel[0].shape)} x{len(sel)}: batched {t_b:.1f}s, "
+        print(f"bench: batched vs loop {key} {list(W.shape[1:])} x{len(batch)}: batched {t_b:.1f}s, "
               f"loop {t_l:.1f}s, x{t_l / t_b:.2f}", flush=True)
-        if proj == "gate":
-            gate_runs[modality] = (batched, t_b, kw)
         del W, H, batched, looped
-    fused = {}
-    for modality, (gate, t_gate, kw) in gate_runs.items():
-        # what-if (not the product's path): gate and up read the same input, so they share H; solving
-        # [gate; up] as one [2I, H] matrix per expert needs one factorisation instead of two.
-        sel_u, W_u, H = inputs(modality, "up")
-        sel_g, W_g, _ = inputs(modality, "gate")
-        t0 = time.perf_counter()
-        up = gptq_quantize(W_u, H, **kw)
-        t_up = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        both = gptq_quantize(torch.cat([W_g, W_u], dim=1), H, **kw)
-        t_fused = time.perf_counter() - t0
-        i = W_g.shape[1]
-        same = all(torch.equal(a, b) for a, b in ((both.codes[:, :i], gate.codes), (both.codes[:, i:], up.codes),
-                                                  (both.scales[:, :, :i], gate.scales), (both.scales[:, :, i:], up.scales)))
-        per_layer = counts[(modality, "gate")] / len(sel_g)
-        fused[modality] = {"experts": len(sel_g), "gate_seconds": round(t_gate, 3), "up_seconds": round(t_up, 3),
-                           "fused_seconds": round(t_fused, 3), "identical_codes": same,
-                           "layer_saving_seconds_est": round((t_gate + t_up - t_fused) * per_layer, 1),
-                           "machine_after": machine_sample()}
-        print(f"bench: what-if gate+up fused {modality} x{len(sel_g)}: gate {t_gate:.1f}s + up {t_up:.1f}s vs fused "
-              f"{t_fused:.1f}s, identical codes {same}", flush=True)
-        del W_u, W_g, H, up, both
-    # layer extrapolation: per-matrix times x the layer's matrices of each shape (up has gate's shape)
+    # layer extrapolation: per-matrix times x the layer's matrices of each kind
     tb = sum(k["batched_seconds"] / k["experts"] * k["layer_matrices"] for k in kinds.values())
     tl = sum(k["loop_seconds"] / k["experts"] * k["layer_matrices"] for k in kinds.values())
     direct_b = sum(k["batched_seconds"] for k in kinds.values())
     direct_l = sum(k["loop_seconds"] for k in kinds.values())
-    return {"layer": n, "batch": size, "kinds": kinds, "gate_up_fused_whatif": fused, "machine_after": machine_sample(),
+    return {"layer": n, "kinds": kinds, "machine_after": machine_sample(),
             "measured_ratio": round(direct_l / direct_b, 2) if direct_b else None,
             "layer_experts_batched_seconds_est": round(tb, 1), "layer_experts_loop_seconds_est": round(tl, 1),
             "layer_ratio_est": round(tl / tb, 2) if tb else None}
@@ -681,7 +667,7 @@ def _target(value, goal, op):
 
 def prefix_bytes_fp32(config_dict: dict) -> int:
     """Parameters of the prefix model (embeddings, vision tower, resampler, final norm) x 4 bytes: what
-    LayerStream keeps resident (upcast to fp32) for the whole run. Counted on the meta device."""
+    LayerStream holds (upcast to fp32) while it embeds the samples. Counted on the meta device."""
     import copy
 
     import torch
@@ -727,7 +713,9 @@ def project(report: dict, per_layer: dict) -> dict:
     layer_peak = max(peaks)
     real_cfg = bench_config(REAL_MOE_LAYERS, settings["size"])
     prefix_resident = prefix_bytes_fp32(real_cfg)
-    peak = layer_peak + prefix_resident
+    states = max((v["calibration"]["hidden_state_bytes"] for v in runs.values() if "calibration" in v), default=0)
+    prefix_phase = 2 * prefix_resident + states
+    peak = max(layer_peak, prefix_phase)
     tokens_note = (f"calibration of {settings['tokens']} tokens ({settings['seq_len']}-token samples, "
                    f"{settings['vision_frac']:.0%} vision)")
     return {
@@ -742,9 +730,11 @@ def project(report: dict, per_layer: dict) -> dict:
             "total_minutes": round((prefix_s + dense_s + REAL_MOE_LAYERS * best["seconds"]["total"] + finalize_s) / 60, 1),
             "note": "the same formula with the fastest measured MoE layer as T_moe: what this machine does when "
                     "the benchmark has it (nearly) to itself"},
-        "formula_rss": "peak = max over measured configurations of the per-layer peak RSS + resident prefix "
-                       "(embeddings, vision tower, resampler in fp32, kept by LayerStream for the whole run)",
+        "formula_rss": "peak = max(layer phase: max over measured configurations of the peak RSS, prefix phase: "
+                       "2 x prefix fp32 bytes (state dict + model while transformers loads it) + every sample's "
+                       "first-layer hidden states); LayerStream drops the prefix once the samples are embedded",
         "layer_peak_rss_bytes": layer_peak, "prefix_resident_bytes": prefix_resident,
+        "prefix_phase_bytes_est": prefix_phase,
         "peak_rss_bytes": peak, "peak_rss_gib": round(peak / 2**30, 2),
         "variant_bytes_est": int(variant_bytes), "calibration": tokens_note,
         "machine_matmul_gflops_median": statistics.median(
@@ -851,12 +841,13 @@ def markdown(report: dict) -> str:
               *([f"With the fastest measured MoE layer instead of the mean ({p['fastest_moe_layer']['seconds']} s at CPU "
                  f"share {p['fastest_moe_layer']['cpu_share']}, load {p['fastest_moe_layer']['loadavg'][0]}): "
                  f"**{p['fastest_moe_layer']['total_minutes']} min**."] if p.get("fastest_moe_layer") else []),
-              f"Peak RSS: `{p['formula_rss']}` = {_gib(p['layer_peak_rss_bytes'])} + {_gib(p['prefix_resident_bytes'])} "
-              f"= **{p['peak_rss_gib']} GiB**.",
+              f"Peak RSS: `{p['formula_rss']}` = max({_gib(p['layer_peak_rss_bytes'])}, "
+              f"{_gib(p['prefix_phase_bytes_est'])}) = **{p['peak_rss_gib']} GiB**.",
               f"Matmul on this machine during the layers (median): {p['machine_matmul_gflops_median']} GF/s."]
     lines += ["", "## Solver throughput vs this machine's matmul", "",
-              "GPTQ FLOPs per [out, in] matrix: 4/3 in^3 (Cholesky, cholesky_inverse, Cholesky) + block updates "
-              "(bmm 2·out·bs·(in−i2) per block + in-block rank-1 2·out·Σ) + 8·out·in; over the solver's own time.", ""]
+              "GPTQ FLOPs per [out, in] matrix (error-feedback form, gptq_flops()): in^3/3 (one Cholesky) + per "
+              "block a bmm 2·out·bs·i1 + in-block rank-1 2·out·Σ + a unit-triangular solve out·|J|^2 per group "
+              "start + 8·out·in; over the solver's own time. gate+up and q/k/v are one matrix each (shared H).", ""]
     lines += [f"- layer {x['layer']}: {x['solver_gflops']} GF/s vs matmul {x['matmul_gflops']} GF/s = "
               f"**{x['ratio']}** (cpu share {x['cpu_share']}, load {x['loadavg'][0]})" for x in s["solver_vs_matmul"]]
     moe_recs = [r for run in report["runs"].values() for r in run["layers"] if r["kind"] == "moe"]
@@ -876,15 +867,8 @@ def markdown(report: dict) -> str:
                   f"{v['ratio']} | {v['codes_differ_fraction']:.2e} |" for k, v in loop["kinds"].items()]
         lines.append(f"\nMeasured on these batches: x{loop['measured_ratio']}; extrapolated to the layer's "
                      f"{', '.join(str(v['layer_matrices']) + ' ' + k for k, v in loop['kinds'].items())} matrices "
-                     f"(up counted with gate): batched {loop['layer_experts_batched_seconds_est']} s vs loop "
+                     f"(gate+up as one matrix): batched {loop['layer_experts_batched_seconds_est']} s vs loop "
                      f"{loop['layer_experts_loop_seconds_est']} s = **x{loop['layer_ratio_est']}**.")
-        fu = loop.get("gate_up_fused_whatif") or {}
-        if fu:
-            lines += ["", "What-if, not the product's path: gate and up share H, so [gate; up] solved as one matrix "
-                      "needs one factorisation instead of two (a pipeline._batches change):", ""]
-            lines += [f"- {m}: gate {v['gate_seconds']} s + up {v['up_seconds']} s vs fused {v['fused_seconds']} s "
-                      f"for {v['experts']} experts, identical codes: {v['identical_codes']}; est. saving "
-                      f"{v['layer_saving_seconds_est']} s per layer" for m, v in fu.items()]
     else:
         lines.append("not run")
     acc = report["accuracy"]

@@ -203,22 +203,31 @@ class LayerRunner:
 
     def build_layer(self, ckpt, layer: int, overrides: dict | None = None):
         """Decoder layer `layer` with its weights from the checkpoint (or `overrides`, by on-disk
-        name, e.g. dequantized weights in sequential mode)."""
+        name, e.g. dequantized weights in sequential mode), in fp32.
+
+        Memory: the module is created on the meta device and takes the tensors as its parameters
+        (no random init, no copy); tensors are fused in their on-disk dtype and upcast one at a
+        time, so the peak is about the fp32 layer plus one bf16 copy, not three fp32 copies."""
         import torch
 
-        module = self._layer_class()(self.text_config(), layer)
+        with torch.device("meta"):
+            module = self._layer_class()(self.text_config(), layer)
         prefix = self.layer_prefix(layer)
         names = [n for n in ckpt.names() if n.startswith(prefix)]
         tensors = ckpt.read_many(names)
         if overrides:
             tensors.update({n: t for n, t in overrides.items() if n.startswith(prefix)})
-        state = self.layer_state({n[len(prefix):]: _f32(t) for n, t in tensors.items()}, layer)
-        missing, unexpected = module.load_state_dict(state, strict=False)
-        missing = [m for m in missing if "inv_freq" not in m]
-        if missing or unexpected:
+        state = self.layer_state({n[len(prefix):]: t for n, t in tensors.items()}, layer)
+        del tensors
+        for name in list(state):
+            state[name] = _f32(state.pop(name)).contiguous()
+        missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
+        del state
+        left = [n for n, p in list(module.named_parameters()) + list(module.named_buffers()) if p.is_meta]
+        if missing or unexpected or left:
             from ..errors import QuantkitError
             raise QuantkitError(f"layer {layer}: checkpoint tensors do not fit the model "
-                                f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                                f"(missing {(missing or left)[:3]}, unexpected {unexpected[:3]})")
         return module.to(torch.float32).eval()
 
     def _layer_class(self):

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import host_memory
 from ..adapters.base import Adapter, LayerRunner
 from ..checkpoint import Checkpoint
 
@@ -79,21 +80,23 @@ class _LayerHooks:
     """Forward hooks that fill a LayerCalibration while the real layer runs."""
 
     def __init__(self, runner: LayerRunner, adapter: Adapter, layer_idx: int, module: nn.Module,
-                 calib: LayerCalibration, mode: str, supplement: dict[str, set[int]] | None = None):
+                 calib: LayerCalibration, mode: str):
         self.runner, self.adapter, self.n, self.calib, self.mode = runner, adapter, layer_idx, calib, mode
-        self.supplement = supplement  # second pass: only these experts, on all tokens
+        self.experts: dict[str, nn.Module] = {}
+        # auto mode: every token's expert input per modality, kept so that experts under min_tokens
+        # get calibrated on all of them afterwards without a second forward pass of the layer
+        self.modality_inputs: dict[str, list[torch.Tensor]] = {}
         self.handles = []
         self._last_input: dict[str, torch.Tensor] = {}
         prefix = runner.layer_prefix(layer_idx)
-        if supplement is None:
-            for rel, sub in module.named_modules():
-                if isinstance(sub, nn.Linear):
-                    group = adapter.input_group(prefix + rel)
-                    self.handles.append(sub.register_forward_pre_hook(self._linear_hook(group)))
+        for rel, sub in module.named_modules():
+            if isinstance(sub, nn.Linear):
+                group = adapter.input_group(prefix + rel)
+                self.handles.append(sub.register_forward_pre_hook(self._linear_hook(group)))
         for modality, gate, experts in runner.moe_blocks(module):
-            if supplement is None:
-                self.handles.append(gate.register_forward_hook(self._router_hook(modality)))
+            self.handles.append(gate.register_forward_hook(self._router_hook(modality)))
             self.handles.append(experts.register_forward_pre_hook(self._experts_hook(modality, experts)))
+            self.experts[modality] = experts
 
     def close(self):
         for h in self.handles:
@@ -130,16 +133,14 @@ class _LayerHooks:
                 return
             x = x.float()
             n_exp = experts.gate_up_proj.shape[0]
-            if self.supplement is not None:
-                for k in sorted(self.supplement.get(modality, ())):
-                    self._add_expert(modality, experts, k, x, "all")
-                return
             counts = torch.bincount(top_k_index.reshape(-1), minlength=n_exp)[:n_exp]
             stats = self.calib.routing.setdefault(modality, {})
             stats["expert_tokens"] = (stats.get("expert_tokens", torch.zeros(n_exp, dtype=torch.long)) + counts)
             all_key = self._all_gate_up_key(modality)
             if self.mode in ("all", "auto"):
                 self.calib.add(all_key, x)
+            if self.mode == "auto":
+                self.modality_inputs.setdefault(modality, []).append(x)
             for k in range(n_exp):
                 if self.mode == "all":
                     self._add_expert(modality, experts, k, x, "all")
@@ -147,6 +148,21 @@ class _LayerHooks:
                     rows = (top_k_index == k).any(-1)
                     self._add_expert(modality, experts, k, x[rows], "routed")
         return hook
+
+    def supplement(self, min_tokens: int) -> None:
+        """auto mode, after the pass: experts under `min_tokens` routed tokens get every token of
+        their modality (the layer's outputs keep the real routing)."""
+        for modality, stats in self.calib.routing.items():
+            counts = stats.get("expert_tokens")
+            inputs = self.modality_inputs.get(modality)
+            if counts is None or not inputs:
+                continue
+            need = [k for k, c in enumerate(counts.tolist()) if c < min_tokens]
+            if need:
+                x = torch.cat(inputs)
+                for k in need:
+                    self._add_expert(modality, self.experts[modality], k, x, "all")
+        self.modality_inputs.clear()
 
     def _all_gate_up_key(self, modality: str) -> str:
         return f"{self.runner.layer_prefix(self.n)}mlp.experts.{modality}.all_tokens.gate_up_proj"
@@ -183,8 +199,21 @@ class LayerStream:
     def __init__(self, ckpt: Checkpoint, adapter: Adapter):
         self.ckpt, self.adapter = ckpt, adapter
         self.runner = adapter.runner()
-        self.prefix = self.runner.prefix_model(ckpt)
+        self._prefix = None
         self.num_layers = adapter.shape.num_layers
+        host_memory.keep_large_allocations_on_mmap()  # per-layer memory is returned (host_memory.py)
+
+    @property
+    def prefix(self):
+        """Embeddings, vision tower, resampler, norm and head (loaded on first use; `run` drops it
+        once every sample is embedded, so it does not sit in memory beside the layers)."""
+        if self._prefix is None:
+            self._prefix = self.runner.prefix_model(self.ckpt)
+        return self._prefix
+
+    def release_prefix(self) -> None:
+        self._prefix = None
+        host_memory.trim()
 
     @torch.no_grad()
     def embed(self, inputs: dict) -> tuple[torch.Tensor, dict]:
@@ -213,41 +242,59 @@ class LayerStream:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         states = [self.embed(s) for s in samples]
+        self.release_prefix()
+        self.mark(None, "embed")
         for n in range(self.num_layers):
-            layer = self.runner.build_layer(self.ckpt, n)
-            calib = LayerCalibration(n)
-            outputs = self._forward(layer, n, states, calib if collect else None, mode)
-            if collect and mode == "auto":
-                self._supplement(layer, n, states, calib, min_tokens)
-            if collect:
-                _finish_routing(calib)
-            replacement = on_layer(n, calib) if on_layer else None
-            if replacement:
-                layer = self.runner.build_layer(self.ckpt, n, overrides=replacement)
-                outputs = self._forward(layer, n, states, None, mode)
-            states = [(o, kw) for o, (_, kw) in zip(outputs, states)]
-            del layer
+            states = self.step(n, states, mode=mode, min_tokens=min_tokens, on_layer=on_layer, collect=collect)
             if progress:
                 progress(n + 1, self.num_layers)
         return StreamResult([h for h, _ in states], self.num_layers)
 
-    def _forward(self, layer, n, states, calib, mode, supplement=None):
-        hooks = _LayerHooks(self.runner, self.adapter, n, layer, calib, mode, supplement) if calib else None
+    @torch.no_grad()
+    def step(self, n: int, states: list, *, mode: str = "auto", min_tokens: int = 64,
+             on_layer: Callable[[int, LayerCalibration], dict | None] | None = None,
+             collect: bool = True) -> list:
+        """Layer `n` over every sample: build it, run it with the calibration hooks, hand its
+        statistics to `on_layer`, return the next layer's inputs. At most one layer and one layer's
+        statistics are alive at a time: the layer is freed before `on_layer` (the solver needs the
+        memory), the statistics when it returns."""
+        layer = self.runner.build_layer(self.ckpt, n)
+        self.mark(n, "load")
+        calib = self.new_calibration(n) if collect else None
+        outputs, hooks = self._forward(layer, n, states, calib, mode)
+        self.mark(n, "forward")
+        if hooks is not None and mode == "auto":
+            hooks.supplement(min_tokens)
+        del hooks
+        if calib is not None:
+            _finish_routing(calib)
+        self.mark(n, "supplement")
+        del layer
+        replacement = on_layer(n, calib) if on_layer else None
+        del calib
+        self.mark(n, "on_layer")
+        if replacement:
+            layer = self.runner.build_layer(self.ckpt, n, overrides=replacement)
+            outputs, _ = self._forward(layer, n, states, None, mode)
+            del layer
+            self.mark(n, "reforward")
+        host_memory.trim()
+        return [(o, kw) for o, (_, kw) in zip(outputs, states)]
+
+    def new_calibration(self, n: int) -> LayerCalibration:
+        return LayerCalibration(n)
+
+    def mark(self, n: int | None, segment: str) -> None:
+        """Called at the end of each segment of a step (load, forward, supplement, on_layer,
+        reforward) and after embedding; a no-op here, a timer in the benchmark."""
+
+    def _forward(self, layer, n, states, calib, mode):
+        hooks = _LayerHooks(self.runner, self.adapter, n, layer, calib, mode) if calib else None
         try:
-            return [_layer_output(layer(h, **kw)).float() for h, kw in states]
+            return [_layer_output(layer(h, **kw)).float() for h, kw in states], hooks
         finally:
             if hooks:
                 hooks.close()
-
-    def _supplement(self, layer, n, states, calib: LayerCalibration, min_tokens: int) -> None:
-        """auto mode: experts under `min_tokens` routed tokens get every token of their modality."""
-        need: dict[str, set[int]] = {}
-        for modality, stats in calib.routing.items():
-            counts = stats.get("expert_tokens")
-            if counts is not None:
-                need[modality] = {k for k, c in enumerate(counts.tolist()) if c < min_tokens}
-        if any(need.values()):
-            self._forward(layer, n, states, calib, "auto", supplement=need)
 
     @torch.no_grad()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

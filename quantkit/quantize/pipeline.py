@@ -26,8 +26,16 @@ from .rtn import quantize_rtn, quantize_rtn_experts
 from .scheme import QuantizedWeight, QuantScheme
 
 Add = Callable[[dict[str, torch.Tensor]], None]
-# Experts solved together per batch: bounds the solver's memory (~6·B·in² floats) on real shapes.
+# Matrices solved together per batch: at most MAX_BATCH, and within BATCH_BYTES of solver working
+# memory (about 3 [out, in] + 3 [in, in] fp32 arrays per matrix: weights, errors, codes; Hessian, its
+# factor, a copy). Batching buys little on a CPU at real widths (bench/README.md): memory decides.
 MAX_BATCH = 16
+BATCH_BYTES = 3 << 29  # 1.5 GiB
+
+
+def batch_size(out_features: int, in_features: int) -> int:
+    per_matrix = 4 * 3 * (out_features * in_features + in_features * in_features)
+    return max(1, min(MAX_BATCH, BATCH_BYTES // per_matrix))
 
 
 def packed(entry: TensorPlan, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
@@ -98,13 +106,15 @@ class LayerQuantizer:
                  want_dequantized: bool = False) -> dict[str, torch.Tensor]:
         """Emit layer `n`'s tensors; return its dequantized weights by on-disk name if asked."""
         entries = self.by_layer.get(n, [])
-        weights = self.ckpt.read_many([e.name for e in entries])
         dequantized = {}
         for e in entries:
             if not e.quantized:
-                add({e.name: weights[e.name]})
+                add({e.name: self.ckpt.read(e.name)})
         for batch in _batches([e for e in entries if e.quantized], self.adapter.input_group):
+            # read per batch: the layer's bf16 weights are never all in memory beside the statistics
+            weights = self.ckpt.read_many([e.name for unit in batch for e in unit])
             results = self._solve(batch, weights, calib)
+            del weights
             for unit, result in zip(batch, results):
                 row = 0
                 for e in unit:  # the unit's rows back to its tensors
@@ -123,12 +133,13 @@ class LayerQuantizer:
             return self.backend.rtn(s, W)
         if calib is None:
             raise ValueError("GPTQ needs layer statistics")
-        H = []
-        for unit in batch:
+        H = torch.zeros(len(batch), W.shape[-1], W.shape[-1])  # a zero H (no tokens): the solver flags it
+        for i, unit in enumerate(batch):
             h, _ = calib.hessian(self.adapter.input_group(unit[0].module))
-            H.append(h if h is not None else torch.zeros(W.shape[-1], W.shape[-1]))  # solver flags it
+            if h is not None:
+                H[i] = h
         t0 = time.perf_counter()
-        results, fallback_units = self.backend.gptq(s, W, torch.stack(H))
+        results, fallback_units = self.backend.gptq(s, W, H)
         self.solver["seconds"] += time.perf_counter() - t0
         self.solver["matrices"] += sum(len(unit) for unit in batch)
         for i in fallback_units:
@@ -143,7 +154,7 @@ class LayerQuantizer:
 
 def _batches(entries: list[TensorPlan], input_group: Callable[[str], str]) -> list[list[list[TensorPlan]]]:
     """Units (tensors of one input group with one scheme, in plan order), then batches of units with
-    the same kind, modality, shapes and scheme (the experts of a modality), at most MAX_BATCH each."""
+    the same kind, modality, shapes and scheme (the experts of a modality), of `batch_size` each."""
     units: dict[tuple, list[TensorPlan]] = defaultdict(list)
     for e in entries:
         units[(input_group(e.module), e.scheme)].append(e)
@@ -157,6 +168,8 @@ def _batches(entries: list[TensorPlan], input_group: Callable[[str], str]) -> li
         groups[key].append(unit)
     out = []
     for members in groups.values():
-        for i in range(0, len(members), MAX_BATCH):
-            out.append(members[i:i + MAX_BATCH])
+        unit = members[0]
+        size = batch_size(sum(e.shape[0] for e in unit), unit[0].shape[1])
+        for i in range(0, len(members), size):
+            out.append(members[i:i + size])
     return out
