@@ -196,7 +196,7 @@ def test_error_feedback_form_equals_the_reference_update_in_float64():
     and groups that start mid-block and run past a block: in float64 every code is the same."""
     weight, hessian = _problem(2, 48, 192, seed=13)
     w, h = weight.double(), hessian.double()
-    for group, block in ((64, 64), (32, 48), (96, 64)):
+    for group, block in ((64, 64), (32, 48), (96, 64), (8, 40), (192, 24)):
         ours = gptq_quantize(w, h, bits=3, group_size=group, sym=False, block_size=block)
         for b in range(2):
             expected = _reference_gptq_codes(w[b], h[b], bits=3, sym=False, group=group, block=block)

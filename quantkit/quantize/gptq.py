@@ -57,6 +57,9 @@ from quantkit.quantize.rtn import dequantize_codes, group_scale_zero, max_code, 
 from quantkit.quantize.scheme import QuantizedWeight
 
 _DAMP_GROWTH = 10.0
+# Columns per in-block sub-block: rank-1 updates stay inside it (they stream [B, rest, out] through
+# memory once per column), and a finished sub-block reaches the rest of the lazy block in one bmm.
+SUB_BLOCK = 16
 _DAMP_TRIES = 6
 # Parallelism: the matrices of a batch are split between SOLVE_WORKERS Python threads (None: the
 # caller's torch.get_num_threads()), each factorising and sweeping its share with ONE intra-op thread.
@@ -131,7 +134,9 @@ def _checked_inputs(weight: torch.Tensor, hessian: torch.Tensor, damp: float, bl
     if block_size <= 0:
         raise ValueError(f"block_size must be > 0, got {block_size}")
     # No copies: the solver reads both and copies only where it changes them (dead columns, empty H).
-    return weight.to(torch.float32), hessian.to(torch.float32)
+    # fp32, or fp64 when the weights come in fp64 (tests compare with the reference update that way).
+    dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    return weight.to(dtype), hessian.to(dtype)
 
 
 def _all_finite(t: torch.Tensor) -> bool:
@@ -269,8 +274,8 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
 
     Column k is quantized from w_k + sum_{i<k} d_i At[k, i], d_i = w_i - w_hat_i its predecessors'
     rounding errors. Left-looking lazy blocks: a block's columns first receive the errors of all
-    finished blocks in one bmm (At[block, :i1] @ D[:i1]), then the in-block errors one column at a
-    time. Everything is held transposed, [B, column, out], so a column is one contiguous row.
+    finished blocks in one bmm (At[block, :i1] @ D[:i1]), then the in-block errors: one column at a
+    time within a SUB_BLOCK, one bmm from a finished sub-block to the block's later columns. Everything is held transposed, [B, column, out], so a column is one contiguous row.
     """
     n_mats, out_features, in_features = weight.shape
     if static_params is None:
@@ -329,11 +334,16 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
             codes_t[:, col] = q
             d = errors[:, col]
             torch.sub(w_orig[:, i], w_hat, out=d)
-            rest = i2 - col - 1
-            if rest:
+            sub_end = min(i - i % SUB_BLOCK + SUB_BLOCK, i2 - i1)
+            rest = sub_end - i - 1
+            if rest:  # rank-1 update within the sub-block only
                 update = product[:, :rest]
-                torch.mul(d.unsqueeze(1), a_block[:, i, i + 1:].unsqueeze(2), out=update)
-                w_block[:, i + 1:].add_(update)
+                torch.mul(d.unsqueeze(1), a_block[:, i, i + 1:sub_end].unsqueeze(2), out=update)
+                w_block[:, i + 1:sub_end].add_(update)
+            elif sub_end < i2 - i1:  # sub-block done: its errors onto the block's later columns, one bmm
+                s1 = sub_end - SUB_BLOCK
+                w_block[:, sub_end:].baddbmm_(a_block[:, s1:sub_end, sub_end:].transpose(1, 2),
+                                              errors[:, i1 + s1:i1 + sub_end])
     return codes_t.transpose(1, 2).contiguous(), scales, zeros
 
 

@@ -99,6 +99,12 @@ def pack_rows(values: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack values [n, m] (each in [0, 2**bits)) along dim 0 into int32 words [n * bits / 32, m]."""
     run = pack_multiple(bits)
     n, m = values.shape
+    if _WORD_BITS % bits == 0:  # 2, 4, 8 bits: no value straddles; int32 shifts wrap into the sign bit
+        v = values.to(torch.int32).reshape(n // run, run, m)
+        words = v[:, 0].clone(memory_format=torch.contiguous_format)
+        for k in range(1, run):
+            words |= v[:, k] << (bits * k)
+        return words
     words_per_run = run * bits // _WORD_BITS
     v = values.to(torch.int64).reshape(n // run, run, m)
     words = torch.zeros(n // run, words_per_run, m, dtype=torch.int64)
