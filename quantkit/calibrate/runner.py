@@ -97,12 +97,17 @@ class _LayerHooks:
                 self.handles.append(sub.register_forward_pre_hook(self._linear_hook(group)))
         for modality, gate, experts in runner.moe_blocks(module):
             self.handles.append(gate.register_forward_hook(self._router_hook(modality)))
-            self.handles.append(experts.register_forward_pre_hook(self._experts_hook(modality, experts)))
+            # the experts run through _experts_forward while calibrating: it computes each expert's
+            # down-projection input once, for the layer output and for the statistics
+            experts.forward = self._experts_forward(modality, experts)
             self.experts[modality] = experts
 
     def close(self):
         for h in self.handles:
             h.remove()
+        for experts in self.experts.values():
+            if "forward" in experts.__dict__:
+                del experts.forward
 
     def _linear_hook(self, group: str):
         def hook(module, args):
@@ -128,28 +133,36 @@ class _LayerHooks:
             stats["topk_weight_sum"] = w if stats["topk_weight_sum"] is None else stats["topk_weight_sum"] + w
         return hook
 
-    def _experts_hook(self, modality: str, experts: nn.Module):
-        def hook(module, args):
-            x, top_k_index = args[0], args[1]
-            if x.shape[0] == 0:
-                return
-            x = x.float()
+    def _experts_forward(self, modality: str, experts: nn.Module):
+        """The fused experts' forward with the statistics taken on the way: the eager loop of
+        transformers' experts module (gather each expert's routed tokens, gate_up, act * up, down,
+        weighted index_add), recording H of each expert's gate/up input and down input."""
+        def forward(hidden_states, top_k_index, top_k_weights):
+            out = torch.zeros_like(hidden_states)
+            if hidden_states.shape[0] == 0:
+                return out
+            x = hidden_states.float()
             n_exp = experts.gate_up_proj.shape[0]
             counts = torch.bincount(top_k_index.reshape(-1), minlength=n_exp)[:n_exp]
             stats = self.calib.routing.setdefault(modality, {})
             stats["expert_tokens"] = (stats.get("expert_tokens", torch.zeros(n_exp, dtype=torch.long)) + counts)
-            all_key = self._all_gate_up_key(modality)
             if self.mode in ("all", "auto"):
-                self.calib.add(all_key, x)
+                self.calib.add(self._all_gate_up_key(modality), x)
             if self.mode == "auto":
                 self.modality_inputs.setdefault(modality, []).append(x)
-            for k in range(n_exp):
-                if self.mode == "all":
-                    self._add_expert(modality, experts, k, x, "all")
-                elif counts[k]:
-                    rows = (top_k_index == k).any(-1)
-                    self._add_expert(modality, experts, k, x[rows], "routed")
-        return hook
+            for k in counts.nonzero().flatten().tolist():
+                token_idx, pos = torch.where(top_k_index == k)
+                xk = x[token_idx]
+                h = _expert_hidden(experts, k, xk)
+                if self.mode != "all":
+                    self._record(modality, k, xk, h, "routed")
+                y = nn.functional.linear(h, experts.down_proj[k]) * top_k_weights[token_idx, pos, None]
+                out.index_add_(0, token_idx, y.to(out.dtype))
+            if self.mode == "all":
+                for k in range(n_exp):
+                    self._record(modality, k, x, _expert_hidden(experts, k, x), "all")
+            return out
+        return forward
 
     def supplement(self, min_tokens: int) -> None:
         """auto mode, after the pass: experts under `min_tokens` routed tokens get every token of
@@ -163,17 +176,15 @@ class _LayerHooks:
             if need:
                 x = torch.cat(inputs)
                 for k in need:
-                    self._add_expert(modality, self.experts[modality], k, x, "all")
+                    self._record(modality, k, x, _expert_hidden(self.experts[modality], k, x), "all")
         self.modality_inputs.clear()
 
     def _all_gate_up_key(self, modality: str) -> str:
         return f"{self.runner.layer_prefix(self.n)}mlp.experts.{modality}.all_tokens.gate_up_proj"
 
-    def _add_expert(self, modality: str, experts: nn.Module, k: int, x: torch.Tensor, source: str):
-        gu = experts.gate_up_proj[k].float()
-        inter = gu.shape[0] // 2
-        gate, up = (x @ gu.T).split(inter, dim=-1)
-        h = experts.act_fn(gate) * up
+    def _record(self, modality: str, k: int, x: torch.Tensor, h: torch.Tensor, source: str):
+        """Expert k's statistics: gate/up input x (routed; "all" shares the modality's matrix) and
+        down input h = act(gate) * up."""
         gate_up = self.adapter.input_group(self.runner.expert_module_name(self.n, modality, k, "gate"))
         down = self.runner.expert_module_name(self.n, modality, k, "down")
         down_key = down if source == "routed" else f"{down}.all_tokens"
@@ -183,6 +194,12 @@ class _LayerHooks:
         self.calib.add(down_key, h)
         self.calib.groups[gate_up], self.calib.groups[down] = gate_up_key, down_key
         self.calib.sources[gate_up] = self.calib.sources[down] = source
+
+
+def _expert_hidden(experts: nn.Module, k: int, x: torch.Tensor) -> torch.Tensor:
+    """act(gate) * up of expert k on tokens x: its down projection's input."""
+    gate, up = nn.functional.linear(x, experts.gate_up_proj[k]).chunk(2, dim=-1)
+    return experts.act_fn(gate) * up
 
 
 def _layer_output(out):

@@ -303,8 +303,12 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
         c_in = corr[:, :min(c2, i2) - i1]
         if c2 > i2:  # a group that runs past this block (group not a multiple of block_size)
             c_in = torch.cat([c_in, torch.bmm(feedback[:, i2:c2, :i1], errors[:, :i1])], dim=1)
-        unit = feedback[:, i1:c2, i1:c2] + torch.eye(c2 - i1, dtype=weight.dtype)
-        state = torch.linalg.solve_triangular(unit, c_in, upper=False, unitriangular=True)[:, c1 - i1:]
+        eye = torch.eye(c2 - i1, dtype=weight.dtype)
+        # the small inverse first, then one bmm for the group's rows (a triangular solve with [J, out]
+        # right-hand sides runs far below matmul speed)
+        inverse = torch.linalg.solve_triangular(feedback[:, i1:c2, i1:c2] + eye, eye.expand(len(c_in), -1, -1),
+                                                upper=False, unitriangular=True)
+        state = torch.bmm(inverse[:, c1 - i1:], c_in)
         return weight[:, :, c1:c2] + state.transpose(1, 2)
 
     for i1 in range(0, in_features, block_size):
