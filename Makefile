@@ -61,8 +61,9 @@ publish: $(BUILD)/.installed
 # $(BENCH_CACHE)), one process per configuration, 16k calibration tokens; then folds in the accuracy
 # side (`make profile`: GPTQ vs RTN per bit width on the trained reference, run first, ~1 min).
 # Writes bench/results/realshape-moe<L>.json, summary-moe<L>.md and summary.md (the latest run);
-# see bench/README.md. The defaults (one MoE layer) take ~10-20 min on the 2-core box; the figures in
-# bench/README.md come from `make bench BENCH_LAYERS=1,2,3 BENCH_DENSE=1` (~1-2 h there).
+# see bench/README.md. The defaults (one MoE layer) take ~6-10 min on the 2-core box; the figures in
+# bench/README.md come from `make bench BENCH_LAYERS=1,2,3 BENCH_DENSE=1` (~15 min there, plus the
+# one-time generation of the checkpoint).
 # Not part of `make test` / CI: tests/test_bench_smoke.py runs the same code at a tiny size.
 # Overrides: BENCH_LAYERS (MoE layer counts, one process each: 1,2,3 shows RSS against depth),
 # BENCH_TOKENS, BENCH_DENSE=1 (also the dense layer 0), BENCH_LOOP=0 (skip batched vs per-expert

@@ -45,6 +45,7 @@ DEFAULT_ACCURACY = REPO / "build" / "profile" / "report" / "report.json"  # `mak
 REAL_LAYERS = 28  # ERNIE-4.5-VL-28B-A3B: layer 0 dense, 27 MoE layers
 REAL_MOE_LAYERS = 27
 BLOCK_SIZE = 128  # gptq_quantize's default lazy block
+SHARD_BYTES = 2 * 10**9  # the CLI's --max-shard-size default, 2GB
 MATMUL_N = 2048  # size of the fp32 matmul that measures the machine (--matmul-n)
 TARGETS = {"total_minutes": 60.0, "peak_rss_gib": 12.0, "solver_matmul_ratio": 0.5, "batched_speedup": 5.0,
            "calibration_tokens": 16384}
@@ -239,8 +240,7 @@ def run_config(args) -> dict:
 
     torch.set_num_threads(args.threads)
     from quantkit.adapters import adapter_for
-    from quantkit.api import parse_size, resolve_profile
-    from quantkit.calibrate.runner import _finish_routing
+    from quantkit.api import resolve_profile
     from quantkit.checkpoint import ShardWriter
     from quantkit.plan import build_plan
 
@@ -266,7 +266,7 @@ def run_config(args) -> dict:
     result["profile"] = profile.name
     q = TimedQuantizer(ckpt, plan, adapter)
     out_dir = Path(tempfile.mkdtemp(prefix="quantkit-bench-out-", dir=args.work_dir))
-    writer = ShardWriter(out_dir, parse_size("2GB"))  # the CLI's --max-shard-size default
+    writer = ShardWriter(out_dir, SHARD_BYTES)
     write = {"seconds": 0.0, "bytes": 0}
 
     def add(group):
@@ -709,8 +709,16 @@ def project(report: dict, per_layer: dict) -> dict:
     total = prefix_s + dense_s + REAL_MOE_LAYERS * moe + finalize_s
     moe_recs = [r for v in runs.values() for r in v["layers"] if r["kind"] == "moe"]
     best = min(moe_recs, key=lambda r: r["seconds"]["total"]) if moe_recs else None
-    peaks = [v["peak_rss_bytes"] for v in runs.values()]
-    layer_peak = max(peaks)
+    # The writer holds packed tensors until a shard is full (it holds at most one): a measured layer's
+    # peak minus what the writer already held, plus one full shard, bounds every layer of a long run.
+    shard = SHARD_BYTES
+    layer_peak = 0
+    for v in runs.values():
+        held = 0
+        for r in v["layers"]:
+            layer_peak = max(layer_peak, r["rss"]["peak_bytes"] - held + shard)
+            held += r["written_bytes"]
+    measured_peak = max(v["peak_rss_bytes"] for v in runs.values())
     real_cfg = bench_config(REAL_MOE_LAYERS, settings["size"])
     prefix_resident = prefix_bytes_fp32(real_cfg)
     states = max((v["calibration"]["hidden_state_bytes"] for v in runs.values() if "calibration" in v), default=0)
@@ -730,10 +738,11 @@ def project(report: dict, per_layer: dict) -> dict:
             "total_minutes": round((prefix_s + dense_s + REAL_MOE_LAYERS * best["seconds"]["total"] + finalize_s) / 60, 1),
             "note": "the same formula with the fastest measured MoE layer as T_moe: what this machine does when "
                     "the benchmark has it (nearly) to itself"},
-        "formula_rss": "peak = max(layer phase: max over measured configurations of the peak RSS, prefix phase: "
+        "formula_rss": "peak = max(layer phase: max over measured layers of (peak RSS - packed bytes the shard "
+                       "writer already held) + one full shard (the writer holds at most one), prefix phase: "
                        "2 x prefix fp32 bytes (state dict + model while transformers loads it) + every sample's "
                        "first-layer hidden states); LayerStream drops the prefix once the samples are embedded",
-        "layer_peak_rss_bytes": layer_peak, "prefix_resident_bytes": prefix_resident,
+        "layer_peak_rss_bytes": layer_peak, "measured_peak_rss_bytes": measured_peak, "shard_bytes": shard, "prefix_resident_bytes": prefix_resident,
         "prefix_phase_bytes_est": prefix_phase,
         "peak_rss_bytes": peak, "peak_rss_gib": round(peak / 2**30, 2),
         "variant_bytes_est": int(variant_bytes), "calibration": tokens_note,
