@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "default"
+DEFAULT_OUT = HERE.parent / "quantkit" / "data" / "default_calibration"  # calibration/default links here
 FONT_DIR = Path(matplotlib.get_data_path(), "fonts", "ttf")
 FONT_FILES = {"sans": "DejaVuSans.ttf", "bold": "DejaVuSans-Bold.ttf", "mono": "DejaVuSansMono.ttf",
               "mono_bold": "DejaVuSansMono-Bold.ttf", "serif": "DejaVuSerif.ttf",

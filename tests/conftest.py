@@ -40,7 +40,7 @@ def tiny_text_gguf(tiny_text, tmp_path_factory):
     import json
 
     from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, quantize
-    from quantkit.calibrate.encode import DEFAULT_SAMPLES
+    from quantkit.calibrate.samples import DEFAULT_SET_DIR as DEFAULT_SAMPLES
 
     root = tmp_path_factory.mktemp("gguf")
     text_only = [line for line in (DEFAULT_SAMPLES / "samples.jsonl").read_text().splitlines()

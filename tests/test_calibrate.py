@@ -8,13 +8,12 @@ import torch
 
 from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, open_model, quantize
 from quantkit.calibrate.runner import LayerStream
+from quantkit.calibrate.samples import DEFAULT_SET_DIR as DEFAULT
 from quantkit.calibrate.store import META, CalibrationDir
 from quantkit.errors import QuantkitError
 from quantkit.loader import dequantized_state_dict, load_source
 from quantkit.reference.inputs import vl_inputs
 from quantkit.variant import MANIFEST
-
-DEFAULT = __import__("quantkit.calibrate.encode", fromlist=["DEFAULT_SAMPLES"]).DEFAULT_SAMPLES
 
 
 def _subset(tmp_path, name, keep):

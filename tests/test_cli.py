@@ -3,7 +3,6 @@ import json
 import os
 import shutil
 
-import pytest
 from click.testing import CliRunner
 
 from quantkit.cli import main

@@ -4,7 +4,6 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 
 import quantkit
 from quantkit.checkpoint import Checkpoint, read_safetensors_header

@@ -16,7 +16,7 @@ from quantkit.calibrate.samples import DEFAULT_SET_DIR, encode_sample, load_samp
 from quantkit.errors import QuantkitError
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT = REPO / "calibration" / "default"
+DEFAULT = DEFAULT_SET_DIR
 GENERATOR = REPO / "calibration" / "make_default_set.py"
 KINDS = {"chart", "document", "table", "diagram", "grounding", "video", "multi_image", "dialogue", "reasoning"}
 

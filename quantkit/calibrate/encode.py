@@ -9,10 +9,8 @@ import torch
 from ..adapters.base import Adapter
 from ..checkpoint import Checkpoint
 from ..errors import QuantkitError
-from .samples import SampleSet, encode_sample, load_samples
+from .samples import SampleSet, default_set_dir, encode_sample, load_samples
 
-# The shipped default set (calibration/default in the source tree; see calibration/README.md).
-DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "calibration" / "default"
 
 
 @dataclass
@@ -27,7 +25,7 @@ def _is_vl(adapter: Adapter) -> bool:
 
 def encode_samples(ckpt: Checkpoint, adapter: Adapter, samples: str | Path | None, *,
                    max_tokens: int | None = 4096) -> EncodedSamples:
-    path = Path(samples) if samples is not None else DEFAULT_SAMPLES
+    path = Path(samples) if samples is not None else default_set_dir()
     sample_set: SampleSet = load_samples(path, max_tokens=max_tokens)
     if _is_vl(adapter):
         from transformers import AutoProcessor

@@ -32,8 +32,9 @@ from quantkit.errors import QuantkitError
 SAMPLES_FILE = "samples.jsonl"
 ROLES = ("system", "user", "assistant")
 DEFAULT_VIDEO_FPS = 2.0
-# The set that ships with quantkit, made by calibration/make_default_set.py (source checkouts).
-DEFAULT_SET_DIR = Path(__file__).resolve().parents[2] / "calibration" / "default"
+# The set that ships with quantkit (package data; calibration/default in a checkout links to it), made
+# by calibration/make_default_set.py.
+DEFAULT_SET_DIR = Path(__file__).resolve().parents[1] / "data" / "default_calibration"
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def load_samples(path: str | Path, *, max_tokens: int | None = None) -> SampleSe
 
 def default_set_dir() -> Path:
     if not (DEFAULT_SET_DIR / SAMPLES_FILE).is_file():
-        raise QuantkitError(f"the default calibration set is not at {DEFAULT_SET_DIR}; "
+        raise QuantkitError(f"the default calibration set is not at {DEFAULT_SET_DIR} (an incomplete install?); "
                             "pass --samples FILE.jsonl|DIR (or run calibration/make_default_set.py in a checkout)")
     return DEFAULT_SET_DIR
 
