@@ -257,3 +257,18 @@ def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+class ConfigCheckpoint:
+    """A checkpoint known only by its config and a {name: shape} map in one dtype: enough for
+    ``quantkit.plan.build_plan`` (names, shapes, dtypes), e.g. to size the real 28B / 21B from their configs."""
+
+    def __init__(self, config: dict, source: str, shapes: dict[str, tuple[int, ...]], dtype: str = "BF16"):
+        self.config, self.source, self.revision = config, source, None
+        self._infos = [TensorInfo(n, dtype, tuple(shape), "-") for n, shape in sorted(shapes.items())]
+
+    def infos(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def names(self) -> list[str]:
+        return [i.name for i in self._infos]

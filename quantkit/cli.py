@@ -64,7 +64,7 @@ def main():
 def inspect(model, revision):
     """Parameters and bytes per role, and the MoE shape, of MODEL (a directory or Hub id)."""
     from .api import open_model
-    from .plan import _numel
+    from math import prod
 
     ckpt, adapter = open_model(model, revision)
     rows: dict[str, list] = {}
@@ -72,7 +72,7 @@ def inspect(model, revision):
         role = adapter.role_of(info.name)
         r = rows.setdefault(role.label, [0, 0, 0, set()])
         r[0] += 1
-        r[1] += _numel(info.shape)
+        r[1] += prod(info.shape)
         r[2] += info.nbytes
         r[3].add(info.dtype)
     s = adapter.shape

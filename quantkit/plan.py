@@ -10,6 +10,7 @@ may take a quantized type.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -84,18 +85,11 @@ class Plan:
         for e in self.entries:
             r = rows[e.role.label]
             r["tensors"] += 1
-            r["params"] += _numel(e.shape)
+            r["params"] += math.prod(e.shape)
             r["source_bytes"] += e.source_bytes
             r["planned_bytes"] += e.predicted_bytes
             r["schemes"].add(_scheme_label(e.scheme) + (f" ({e.gguf_type})" if e.gguf_type else ""))
         return {k: {**v, "schemes": sorted(v["schemes"])} for k, v in sorted(rows.items())}
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _scheme_label(s: QuantScheme | None) -> str:

@@ -23,12 +23,14 @@ the vocabulary size (the real tokenizer is not on this machine): 103424 tokens x
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..adapters import adapter_for
-from ..checkpoint import TensorInfo
+from ..checkpoint import ConfigCheckpoint
+from ..profile.memory import kv_cache_bytes_per_token
 from ..variant import read_manifest
 from .variant import gguf_file
 
@@ -41,11 +43,6 @@ PUBLIC_GGUF_GB = {"BF16": 43.66, "Q8_0": 23.21, "Q5_K_M": 15.75}
 HEADER_BYTES_PER_TOKEN = 22
 
 
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def file_bytes(variant: str | Path) -> dict:
@@ -71,7 +68,7 @@ def file_bytes(variant: str | Path) -> dict:
         for name, rec in recs:
             row = by_role.setdefault(rec["role"], {"tensors": 0, "params": 0, "bytes": 0, "types": set()})
             row["tensors"] += 1
-            row["params"] += _numel(rec.get("shape") or [])
+            row["params"] += math.prod(rec.get("shape") or [])
             row["bytes"] += nbytes // max(len(recs), 1)
             row["types"].add(t.tensor_type.name)
     size = os.path.getsize(path)
@@ -105,7 +102,7 @@ class LlamaShape:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        return 2 * self.layers * self.kv_heads * self.head_dim * KV_BYTES
+        return kv_cache_bytes_per_token(self.layers, self.kv_heads, self.head_dim, KV_BYTES)
 
     def compute_bytes(self) -> int:
         per_token = (self.vocab + 4 * self.hidden + (self.heads + 2 * self.kv_heads) * self.head_dim
@@ -154,20 +151,6 @@ def ernie45_moe_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     return out
 
 
-class ConfigCheckpoint:
-    """A text-MoE checkpoint known only by its config (names, shapes, one dtype), enough for build_plan."""
-
-    def __init__(self, config: dict, source: str, dtype: str = "BF16"):
-        self.config, self.source, self.revision = config, source, None
-        self._infos = [TensorInfo(n, dtype, shape, "-") for n, shape in sorted(ernie45_moe_tensor_shapes(config).items())]
-
-    def infos(self) -> list[TensorInfo]:
-        return list(self._infos)
-
-    def names(self) -> list[str]:
-        return [i.name for i in self._infos]
-
-
 def real_21b_table(contexts=(4096, 32768), config: dict | None = None) -> dict:
     """Predicted GGUF file sizes of the shipped GGUF profiles for ERNIE-4.5-21B-A3B, next to the public
     GGUFs of that model, and llama.cpp RAM at each context."""
@@ -177,10 +160,10 @@ def real_21b_table(contexts=(4096, 32768), config: dict | None = None) -> dict:
     from .writer import gguf_layout
 
     config = config or REAL_ERNIE45_21B_CONFIG
-    ckpt = ConfigCheckpoint(config, "baidu/ERNIE-4.5-21B-A3B-PT (config only)")
+    ckpt = ConfigCheckpoint(config, "baidu/ERNIE-4.5-21B-A3B-PT (config only)", ernie45_moe_tensor_shapes(config))
     adapter = adapter_for(config)
     shape = LlamaShape.from_config(config)
-    params = sum(_numel(i.shape) for i in ckpt.infos())
+    params = sum(math.prod(i.shape) for i in ckpt.infos())
     header = HEADER_BYTES_PER_TOKEN * adapter.shape.vocab_size
     rows = []
     for bits in ("bf16", 8, 4, 3, 2):

@@ -30,12 +30,13 @@ hundred MB; tensor-parallel runs add communication buffers.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..adapters import adapter_for
-from ..checkpoint import INDEX_NAME, SINGLE_NAME, TensorInfo, read_safetensors_header
+from ..checkpoint import INDEX_NAME, SINGLE_NAME, ConfigCheckpoint, read_safetensors_header
 
 GiB = 2**30
 GB = 10**9
@@ -95,7 +96,7 @@ def file_bytes(model_dir: str | Path) -> dict:
             row["bytes"] += nbytes
             if part is None:
                 row["tensors"] += 1
-                row["params"] += _numel(meta["shape"])
+                row["params"] += math.prod(meta["shape"])
             elif part == ".qweight":
                 module = weight[: -len(".weight")]
                 row["tensors"] += 1
@@ -121,11 +122,12 @@ def _quantized_params(shapes: dict, module: str, qweight_shape) -> int:
     raise ValueError(f"{module}: qweight without g_idx/scales in the same shard")
 
 
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
+
+
+def kv_cache_bytes_per_token(layers: int, kv_heads: int, head_dim: int, value_bytes: int) -> int:
+    """K and V of every layer for one token: 2 x layers x kv_heads x head_dim x value bytes (one formula
+    for the serving VRAM estimate here and llama.cpp's RAM in quantkit.gguf.memory)."""
+    return 2 * layers * kv_heads * head_dim * value_bytes
 
 
 # -- the model's serving shape ---------------------------------------------------------------------
@@ -167,7 +169,7 @@ class ServingShape:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * KV_BYTES
+        return kv_cache_bytes_per_token(self.num_layers, self.num_kv_heads, self.head_dim, KV_BYTES)
 
     def activation_values_per_token(self) -> int:
         h, d = self.hidden, self.head_dim
@@ -267,21 +269,6 @@ def ernie45_vl_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     return out
 
 
-class ConfigCheckpoint:
-    """A checkpoint known only by its config: tensor infos from ``ernie45_vl_tensor_shapes`` in one
-    dtype, enough for ``quantkit.plan.build_plan`` (which reads names, shapes and dtypes only)."""
-
-    def __init__(self, config: dict, source: str, dtype: str = "BF16"):
-        self.config, self.source, self.revision = config, source, None
-        self._infos = [TensorInfo(n, dtype, shape, "-") for n, shape in sorted(ernie45_vl_tensor_shapes(config).items())]
-
-    def infos(self) -> list[TensorInfo]:
-        return list(self._infos)
-
-    def names(self) -> list[str]:
-        return [i.name for i in self._infos]
-
-
 PRECISIONS = (("bf16", None), ("int8", 8), ("int4", 4), ("2-bit", 2))
 # What is commonly quoted for ERNIE-4.5-VL-28B-A3B's weights (model cards, community quant pages):
 QUOTED_GB = {"bf16": "~56", "int8": "~28", "int4": "~14-15", "2-bit": "~7-8"}
@@ -296,14 +283,14 @@ def real_28b_table(contexts=(4096, 32768), batch: int = 1, config: dict | None =
     from ..reference.tiny import REAL_ERNIE45_VL_28B_CONFIG_NATIVE
 
     config = config or REAL_ERNIE45_VL_28B_CONFIG_NATIVE
-    ckpt = ConfigCheckpoint(config, "baidu/ERNIE-4.5-VL-28B-A3B-PT (config only)")
+    ckpt = ConfigCheckpoint(config, "baidu/ERNIE-4.5-VL-28B-A3B-PT (config only)", ernie45_vl_tensor_shapes(config))
     adapter = adapter_for(config)
     shape = ServingShape.from_config(config, max_image_patches=REAL_MAX_IMAGE_PATCHES)
-    params = sum(_numel(i.shape) for i in ckpt.infos())
+    params = sum(math.prod(i.shape) for i in ckpt.infos())
     by_kind: dict[str, int] = {}
     for info in ckpt.infos():
         label = adapter.role_of(info.name).kind
-        by_kind[label] = by_kind.get(label, 0) + _numel(info.shape)
+        by_kind[label] = by_kind.get(label, 0) + math.prod(info.shape)
     rows = []
     for label, bits in PRECISIONS:
         plan = build_plan(ckpt, adapter, resolve_profile(adapter, bits=bits or 8, profile=None))
@@ -313,7 +300,7 @@ def real_28b_table(contexts=(4096, 32768), batch: int = 1, config: dict | None =
             by_role = {label: r["source_bytes"] for label, r in plan.by_role().items()}
         else:
             weights, profile = plan.predicted_bytes, plan.profile.name
-            quantized_params = sum(_numel(e.shape) for e in plan.quantized())
+            quantized_params = sum(math.prod(e.shape) for e in plan.quantized())
             by_role = {label: r["planned_bytes"] for label, r in plan.by_role().items()}
         naive = params * (16 if bits is None else bits) / 8
         rows.append({"precision": label, "profile": profile, "weights": weights, "naive_weights": int(naive),
