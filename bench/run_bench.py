@@ -429,9 +429,7 @@ def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
         del weights
         H = torch.zeros(len(batch), W.shape[-1], W.shape[-1])
         for i, u in enumerate(batch):  # as LayerQuantizer._solve builds them
-            h, _ = calib.hessian(adapter.input_group(u[0].module))
-            if h is not None:
-                H[i] = h
+            calib.hessian_into(adapter.input_group(u[0].module), H[i])
         s = unit[0].scheme
         kw = dict(bits=s.bits, group_size=s.group_size, sym=s.sym, act_order=s.desc_act)
         before = machine_sample()

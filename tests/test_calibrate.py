@@ -175,3 +175,22 @@ def test_text_moe_family_streams_and_quantizes(tiny_text, tmp_path):
     assert manifest["fallbacks"] == []
     assert all(t["scheme"].startswith("gptq-w4") for t in manifest["tensors"].values()
                if t["role"] == "routed_expert.text")
+
+
+@pytest.mark.parametrize("width", [600, 1100, 1536])
+def test_block_triangle_hessian_sums_equal_the_full_product(width):
+    """Wide inputs accumulate only the upper block triangle of XᵀX; once mirrored the sums equal the
+    plain product (also through hessian(), which mirrors on its own)."""
+    from quantkit.calibrate.runner import LayerCalibration
+
+    gen = torch.Generator().manual_seed(width)
+    chunks = [torch.randn(n, width, generator=gen) for n in (7, 96, 1)]
+    calib = LayerCalibration(0)
+    for x in chunks:
+        calib.add("k", x)
+    calib.groups["g"] = "k"
+    expected = sum(x.T @ x for x in chunks)
+    h, n = calib.hessian("g")
+    assert n == 104
+    torch.testing.assert_close(h * n, expected, rtol=1e-5, atol=1e-3)
+    assert torch.equal(calib.hessians["k"], calib.hessians["k"].T)

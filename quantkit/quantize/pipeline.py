@@ -128,16 +128,20 @@ class LayerQuantizer:
     def _solve(self, batch: list[list[TensorPlan]], weights: dict, calib: LayerCalibration | None) -> list:
         """One result per unit, covering the unit's tensors' rows in order."""
         s = batch[0][0].scheme
-        W = torch.stack([torch.cat([weights[e.name].float() for e in unit]) for unit in batch])
+        rows, cols = sum(e.shape[0] for e in batch[0]), batch[0][0].shape[1]
+        W = torch.empty(len(batch), rows, cols)
+        for i, unit in enumerate(batch):  # upcast straight into place: one pass, no stack/cat copies
+            row = 0
+            for e in unit:
+                W[i, row:row + e.shape[0]].copy_(weights[e.name])
+                row += e.shape[0]
         if s.method == "rtn":
             return self.backend.rtn(s, W)
         if calib is None:
             raise ValueError("GPTQ needs layer statistics")
-        H = torch.zeros(len(batch), W.shape[-1], W.shape[-1])  # a zero H (no tokens): the solver flags it
+        H = torch.zeros(len(batch), cols, cols)  # a zero H (no tokens): the solver flags it
         for i, unit in enumerate(batch):
-            h, _ = calib.hessian(self.adapter.input_group(unit[0].module))
-            if h is not None:
-                H[i] = h
+            calib.hessian_into(self.adapter.input_group(unit[0].module), H[i])
         t0 = time.perf_counter()
         results, fallback_units = self.backend.gptq(s, W, H)
         self.solver["seconds"] += time.perf_counter() - t0
