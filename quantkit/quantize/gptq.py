@@ -275,7 +275,8 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
     Column k is quantized from w_k + sum_{i<k} d_i At[k, i], d_i = w_i - w_hat_i its predecessors'
     rounding errors. Left-looking lazy blocks: a block's columns first receive the errors of all
     finished blocks in one bmm (At[block, :i1] @ D[:i1]), then the in-block errors: one column at a
-    time within a SUB_BLOCK, one bmm from a finished sub-block to the block's later columns. Everything is held transposed, [B, column, out], so a column is one contiguous row.
+    time within a SUB_BLOCK, one bmm from a finished sub-block to the block's later columns.
+    Everything is held transposed, [B, column, out], so a column is one contiguous row.
     """
     n_mats, out_features, in_features = weight.shape
     if static_params is None:
@@ -288,7 +289,7 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
     mats = torch.arange(n_mats)
     shared_groups = bool((col_group == col_group[:1]).all())
     groups_of = col_group[0].tolist()
-    product = weight.new_empty(n_mats, block_size, out_features)
+    product = weight.new_empty(n_mats, min(SUB_BLOCK, block_size), out_features)  # in-sub-block updates
 
     def group_source(c1: int, i1: int, i2: int, corr: torch.Tensor | None) -> torch.Tensor:
         """Columns c1:c1+group as the reference's W holds them when its sweep is at block i1: each
@@ -365,8 +366,9 @@ def gptq_quantize(
 ) -> GPTQResult:
     """GPTQ of B matrices weight [B, out, in] with their Hessians [B, in, in], all at once.
 
-    group_size -1 is per-channel, otherwise it must divide in. Inputs are copied to fp32; peak memory
-    is roughly 6 B in^2 + 4 B out in fp32 values, so split very large expert stacks into chunks.
+    group_size -1 is per-channel, otherwise it must divide in. Inputs are read, not modified (fp32, or
+    fp64 if the weights are); working memory is about 2 B in^2 (reversed copy, factor) + 2 B out in
+    (block copies, errors) values plus B out in bytes of codes: the pipeline sizes batches by it.
     """
     w, h = _checked_inputs(weight, hessian, damp, block_size)
     n_mats, _, in_features = w.shape
