@@ -291,7 +291,7 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
     groups_of = col_group[0].tolist()
     product = weight.new_empty(n_mats, min(SUB_BLOCK, block_size), out_features)  # in-sub-block updates
 
-    def group_source(c1: int, i1: int, i2: int, corr: torch.Tensor | None) -> torch.Tensor:
+    def group_source(c1: int, i1: int, i2: int, w_orig: torch.Tensor, corr: torch.Tensor | None) -> torch.Tensor:
         """Columns c1:c1+group as the reference's W holds them when its sweep is at block i1: each
         carries the errors of the columns before i1 pushed through GPTQ's update (the optimal
         compensation given those errors), which is not the partial sum of the error-feedback form.
@@ -300,7 +300,7 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
         docstring; H = R R^T gives both). Returns [B, out, group]."""
         c2 = c1 + group
         if i1 == 0:
-            return weight[:, :, c1:c2]
+            return w_orig[:, c1:c2].transpose(1, 2) if c2 <= i2 else weight[:, :, c1:c2]
         c_in = corr[:, :min(c2, i2) - i1]
         if c2 > i2:  # a group that runs past this block (group not a multiple of block_size)
             c_in = torch.cat([c_in, torch.bmm(feedback[:, i2:c2, :i1], errors[:, :i1])], dim=1)
@@ -309,12 +309,15 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
         # right-hand sides runs far below matmul speed)
         inverse = torch.linalg.solve_triangular(feedback[:, i1:c2, i1:c2] + eye, eye.expand(len(c_in), -1, -1),
                                                 upper=False, unitriangular=True)
-        state = torch.bmm(inverse[:, c1 - i1:], c_in)
+        state = torch.bmm(inverse[:, c1 - i1:], c_in)  # [B, group, out]
+        if c2 <= i2:
+            return (w_orig[:, c1 - i1:c2 - i1] + state).transpose(1, 2)
         return weight[:, :, c1:c2] + state.transpose(1, 2)
 
     for i1 in range(0, in_features, block_size):
         i2 = min(i1 + block_size, in_features)
-        w_orig = weight[:, :, i1:i2].transpose(1, 2).contiguous()  # [B, block, out]
+        # [B, block, out]; gathering the block's rows first makes the transpose an in-cache one (3x faster)
+        w_orig = weight[:, :, i1:i2].contiguous().transpose(1, 2).contiguous()
         w_block = w_orig.clone()
         if i1:
             w_block.baddbmm_(feedback[:, i1:i2, :i1], errors[:, :i1])
@@ -324,7 +327,7 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
             col = i1 + i
             if static_params is None and col % group == 0:
                 scales[:, col // group], zeros[:, col // group] = group_scale_zero(
-                    group_source(col, i1, i2, corr), bits, sym)
+                    group_source(col, i1, i2, w_orig, corr), bits, sym)
             if shared_groups:
                 scale, zero = scales[:, groups_of[col]], zeros[:, groups_of[col]]
             else:
@@ -388,7 +391,8 @@ def gptq_quantize(
                                                         static_params)
 
     # Back to the original column order: processed column j is original column perm[:, j].
-    codes = torch.empty_like(codes).scatter_(2, perm.unsqueeze(1).expand_as(codes), codes)
+    if act_order:
+        codes = torch.empty_like(codes).scatter_(2, perm.unsqueeze(1).expand_as(codes), codes)
     g_idx = torch.empty_like(perm).scatter_(1, perm, col_group)
     return GPTQResult(
         codes=codes.to(torch.int32),
