@@ -5,8 +5,9 @@ one *unit*: stacked along their output rows and solved as one matrix, since GPTQ
 independently given the shared Hessian (same codes as solving each alone, one factorisation instead
 of two or three). Units of one layer that share a kind, modality, shapes and scheme (the experts of
 a modality) are solved as one batch (batched Cholesky and block updates); every expert that falls
-back (no calibration tokens) is recorded with its reason. A `Backend` says how weights are solved and emitted for the plan's format:
-the GPTQ checkpoint tensors here, GGML blocks for a GGUF plan (quantkit.gguf.backend).
+back (no calibration tokens) is recorded with its reason. A `Backend` says how weights are solved
+and emitted for the plan's format: the GPTQ checkpoint tensors here, GGML blocks for a GGUF plan
+(quantkit.gguf.backend).
 """
 from __future__ import annotations
 
