@@ -1,11 +1,11 @@
 """Run a model one decoder layer at a time and accumulate, for every quantizable linear, the input
 second moment H = XᵀX (fp32) with its token count.
 
-Only the prefix (embeddings, vision tower, resampler, norm, head) and one decoder layer are in memory
-at once; the hidden states of all samples are carried from layer to layer, so peak memory does not
-grow with depth. Routed experts see exactly the tokens the model routes to them (the hook sits on the
-fused experts module and reads the router's own top-k), separately per modality, as
-`moe_mm_token_type_ids` splits them.
+The prefix (embeddings, vision tower, resampler, norm, head) embeds every sample and is dropped; then
+one decoder layer and its statistics are in memory at a time, and the hidden states of all samples are
+carried from layer to layer, so peak memory does not grow with depth. Routed experts see exactly the
+tokens the model routes to them (the experts run through an instrumented copy of their eager loop,
+which reads the router's own top-k), separately per modality, as `moe_mm_token_type_ids` splits them.
 
 Expert coverage modes:
   routed  each expert's H from the tokens routed to it (natural top-k)
