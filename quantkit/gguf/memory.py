@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..adapters import adapter_for
 from ..checkpoint import ConfigCheckpoint
-from ..profile.memory import kv_cache_bytes_per_token
+from ..profile.memory import decoder_layer_shapes, kv_cache_bytes_per_token, mlp_shapes
 from ..variant import read_manifest
 from .variant import gguf_file
 
@@ -123,31 +123,20 @@ def ernie45_moe_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """Every tensor of an Ernie4_5_MoeForCausalLM checkpoint (on-disk names) with its shape, from the
     config alone (layout: quantkit.reference.tiny, `build_tiny_text_moe`)."""
     s = adapter_for(config).shape
-    h, d = s.hidden_size, s.head_dim
-    q, kv = s.num_attention_heads * d, s.num_key_value_heads * d
+    h = s.hidden_size
     e, i_e = s.experts["text"], s.expert_intermediate["text"]
+    dense_i = int(config["intermediate_size"]) if len(s.moe_layers) < s.num_layers else 0
     out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (s.vocab_size, h), "model.norm.weight": (h,)}
     if not config.get("tie_word_embeddings", True):
         out["lm_head.weight"] = (s.vocab_size, h)
     for n in range(s.num_layers):
         p = f"model.layers.{n}."
-        out.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-                    p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-                    p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q)})
+        out.update(decoder_layer_shapes(s, n, dense_i))
         if n not in s.moe_layers:
-            i = int(config["intermediate_size"])
-            out.update({p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h),
-                        p + "mlp.down_proj.weight": (h, i)})
             continue
         for k in range(e):
-            out.update({f"{p}mlp.experts.{k}.gate_proj.weight": (i_e, h), f"{p}mlp.experts.{k}.up_proj.weight": (i_e, h),
-                        f"{p}mlp.experts.{k}.down_proj.weight": (h, i_e)})
+            out.update(mlp_shapes(f"{p}mlp.experts.{k}.", i_e, h))
         out.update({p + "mlp.gate.weight": (e, h), p + "mlp.moe_statics.e_score_correction_bias": (1, e)})
-        if s.shared_experts:
-            i = i_e * s.shared_experts
-            out.update({p + "mlp.shared_experts.gate_proj.weight": (i, h),
-                        p + "mlp.shared_experts.up_proj.weight": (i, h),
-                        p + "mlp.shared_experts.down_proj.weight": (h, i)})
     return out
 
 

@@ -207,6 +207,29 @@ def vram_estimate(weight_bytes: int, shape: ServingShape, context: int, batch: i
 
 # -- the real ERNIE-4.5-VL-28B-A3B ------------------------------------------------------------------
 
+def mlp_shapes(prefix: str, intermediate: int, hidden: int) -> dict[str, tuple[int, ...]]:
+    """gate/up/down of one gated MLP (an expert, the shared experts, a dense MLP)."""
+    return {prefix + "gate_proj.weight": (intermediate, hidden), prefix + "up_proj.weight": (intermediate, hidden),
+            prefix + "down_proj.weight": (hidden, intermediate)}
+
+
+def decoder_layer_shapes(s, n: int, dense_intermediate: int) -> dict[str, tuple[int, ...]]:
+    """What every ERNIE-4.5 decoder layer n holds besides its routed experts and routers: norms,
+    attention, and the dense MLP (a dense layer) or the shared experts (a MoE layer). `s`: the
+    adapter's ModelShape."""
+    h, d = s.hidden_size, s.head_dim
+    q, kv = s.num_attention_heads * d, s.num_key_value_heads * d
+    p = f"model.layers.{n}."
+    out = {p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+           p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
+           p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q)}
+    if n not in s.moe_layers:
+        out.update(mlp_shapes(p + "mlp.", dense_intermediate, h))
+    elif s.shared_experts:
+        out.update(mlp_shapes(p + "mlp.shared_experts.", s.expert_intermediate["text"] * s.shared_experts, h))
+    return out
+
+
 def ernie45_vl_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """Every tensor of an ERNIE-4.5-VL checkpoint (on-disk names, the Hub/`save_pretrained` layout
     described in quantkit.reference.tiny) with its shape, computed from the config alone.
@@ -217,8 +240,7 @@ def ernie45_vl_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     s = adapter.shape
     native = adapter.native_config()
     text, vision = native.text_config, native.vision_config
-    h, d = s.hidden_size, s.head_dim
-    q, kv = s.num_attention_heads * d, s.num_key_value_heads * d
+    h = s.hidden_size
     e_text, e_vis = s.experts["text"], s.experts["vision"]
     i_text, i_vis = s.expert_intermediate["text"], s.expert_intermediate["vision"]
     out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (s.vocab_size, h), "model.norm.weight": (h,)}
@@ -226,25 +248,13 @@ def ernie45_vl_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
         out["lm_head.weight"] = (s.vocab_size, h)
     for n in range(s.num_layers):
         p = f"model.layers.{n}."
-        out.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-                    p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-                    p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q)})
+        out.update(decoder_layer_shapes(s, n, int(text.intermediate_size)))
         if n not in s.moe_layers:
-            i = int(text.intermediate_size)
-            out.update({p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h),
-                        p + "mlp.down_proj.weight": (h, i)})
             continue
         for k in range(e_text + e_vis):
-            i = i_text if k < e_text else i_vis
-            out.update({f"{p}mlp.experts.{k}.gate_proj.weight": (i, h), f"{p}mlp.experts.{k}.up_proj.weight": (i, h),
-                        f"{p}mlp.experts.{k}.down_proj.weight": (h, i)})
+            out.update(mlp_shapes(f"{p}mlp.experts.{k}.", i_text if k < e_text else i_vis, h))
         out.update({p + "mlp.gate.weight": (h, e_text), p + "mlp.gate.weight_1": (h, e_vis),
                     p + "mlp.moe_statics.e_score_correction_bias": (2, e_text)})
-        if s.shared_experts:
-            i = i_text * s.shared_experts
-            out.update({p + "mlp.shared_experts.gate_proj.weight": (i, h),
-                        p + "mlp.shared_experts.up_proj.weight": (i, h),
-                        p + "mlp.shared_experts.down_proj.weight": (h, i)})
     hv, iv = int(vision.hidden_size), int(vision.intermediate_size)
     patch_in = int(vision.in_channels) * int(vision.patch_size) ** 2
     v = "model.vision_model."
