@@ -114,3 +114,18 @@ def test_tensors_reading_one_input_are_solved_as_one_unit(tiny_vl):
             assert len({adapter.input_group(e.module) for e in unit}) == 1
     expert_batches = [b for b in batches if b[0][0].role.kind == "routed_expert"]
     assert {(b[0][0].role.modality, len(b[0])) for b in expert_batches} == {("text", 2), ("text", 1), ("vision", 2), ("vision", 1)}
+
+
+def test_batches_split_evenly_between_solver_workers():
+    from quantkit.quantize.pipeline import _split_evenly
+
+    def sizes(n, size, workers):
+        return [len(b) for b in _split_evenly(list(range(n)), size, workers)]
+
+    assert sizes(64, 9, 2) == [8] * 8  # not 7 x 9 + 1: no worker idles on a lone matrix
+    assert sizes(64, 14, 2) == [14] * 4 + [8]
+    assert sizes(64, 16, 2) == [16] * 4
+    assert sizes(5, 2, 2) == [2, 2, 1]
+    assert sizes(3, 1, 2) == [1, 1, 1]
+    assert sum(sizes(100, 7, 4)) == 100
+    assert max(sizes(100, 7, 4)) <= 7

@@ -21,6 +21,7 @@ from ..adapters.base import Adapter
 from ..calibrate.runner import LayerCalibration
 from ..checkpoint import Checkpoint
 from ..plan import Plan, TensorPlan
+from . import gptq
 from .gptq import gptq_quantize
 from .gptq_format import pack
 from .rtn import quantize_rtn, quantize_rtn_experts
@@ -35,8 +36,23 @@ BATCH_BYTES = 3 << 29  # 1.5 GiB
 
 
 def batch_size(out_features: int, in_features: int) -> int:
+    """Largest batch within MAX_BATCH and BATCH_BYTES, a multiple of the solver's worker threads
+    (each takes an equal share) where the budget allows."""
     per_matrix = 4 * 3 * (out_features * in_features + in_features * in_features)
-    return max(1, min(MAX_BATCH, BATCH_BYTES // per_matrix))
+    size = max(1, min(MAX_BATCH, BATCH_BYTES // per_matrix))
+    workers = gptq.SOLVE_WORKERS or torch.get_num_threads()
+    return size - size % workers if size >= workers else size
+
+
+def _split_evenly(members: list, size: int, workers: int) -> list[list]:
+    """members in as few batches of at most `size` as possible, equal in size (64 experts at 9 per
+    batch: 8 of 8, not 7 of 9 and 1 of 1), each a multiple of `workers` where possible, so no worker
+    thread waits on another's extra matrix."""
+    n_batches = -(-len(members) // size)
+    even = -(-len(members) // n_batches)
+    if even % workers and even + workers - even % workers <= size:
+        even += workers - even % workers
+    return [members[i:i + even] for i in range(0, len(members), even)]
 
 
 def packed(entry: TensorPlan, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
@@ -172,9 +188,8 @@ def _batches(entries: list[TensorPlan], input_group: Callable[[str], str]) -> li
             key = (group, scheme)
         groups[key].append(unit)
     out = []
+    workers = gptq.SOLVE_WORKERS or torch.get_num_threads()
     for members in groups.values():
         unit = members[0]
-        size = batch_size(sum(e.shape[0] for e in unit), unit[0].shape[1])
-        for i in range(0, len(members), size):
-            out.append(members[i:i + size])
+        out += _split_evenly(members, batch_size(sum(e.shape[0] for e in unit), unit[0].shape[1]), workers)
     return out
