@@ -46,6 +46,7 @@ REAL_LAYERS = 28  # ERNIE-4.5-VL-28B-A3B: layer 0 dense, 27 MoE layers
 REAL_MOE_LAYERS = 27
 BLOCK_SIZE = 128  # gptq_quantize's default lazy block
 SHARD_BYTES = 2 * 10**9  # the CLI's --max-shard-size default, 2GB
+VIT_REPS = 5  # timings of the ViT block and the resampler (their median enters the projection)
 MATMUL_N = 2048  # size of the fp32 matmul that measures the machine (--matmul-n)
 TARGETS = {"total_minutes": 60.0, "peak_rss_gib": 12.0, "solver_matmul_ratio": 0.5, "batched_speedup": 5.0,
            "calibration_tokens": 16384}
@@ -468,7 +469,8 @@ def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
 
 def measure_vit(args, config) -> dict:
     """One Ernie4_5_VLMoe vision block at the real width (1280, 16 heads, MLP 5120) over one image of the
-    calibration's size, x depth (32): the prefix cost the bypassed path leaves out, plus the resampler."""
+    calibration's size, x depth (32): the prefix cost the bypassed path leaves out, plus the resampler.
+    Medians of VIT_REPS timings: one sample is multiplied by 512 (16 images x 32 blocks)."""
     import copy
 
     import torch
@@ -492,17 +494,23 @@ def measure_vit(args, config) -> dict:
     grid = torch.tensor([[1, rows * merge, IMAGE_GRID_WIDTH * merge]])
     patches = int(grid.prod())
     pixels = torch.randn(patches, vcfg.in_channels * vcfg.patch_size**2)
+    def median_seconds(fn, reps: int = VIT_REPS):
+        samples = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples), samples
+
     with torch.no_grad():
-        vit(pixels, grid)  # warm-up
-        t0 = time.perf_counter()
-        out = vit(pixels, grid).last_hidden_state
-        t_block = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        resampler(out, grid)
-        t_res = time.perf_counter() - t0
+        out = vit(pixels, grid).last_hidden_state  # warm-up
+        t_block, block_samples = median_seconds(lambda: vit(pixels, grid))
+        t_res, res_samples = median_seconds(lambda: resampler(out, grid))
     n_images = math.ceil(args.tokens / args.seq_len)
     return {"patches_per_image": patches, "vision_tokens_per_image": patches // merge**2, "images": n_images,
             "block_seconds_per_image": round(t_block, 3), "resampler_seconds_per_image": round(t_res, 3),
+            "block_seconds_samples": [round(x, 3) for x in block_samples],
+            "resampler_seconds_samples": [round(x, 3) for x in res_samples],
             "depth": depth, "prefix_seconds_est": round(n_images * (depth * t_block + t_res), 1),
             "formula": "images x (depth x one-block seconds + resampler seconds); patch embed / norms ignored",
             "machine_after": machine_sample()}
