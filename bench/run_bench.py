@@ -23,7 +23,6 @@ process got (CPU seconds / (wall x threads)), because the machine is shared.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -243,6 +242,7 @@ def run_config(args) -> dict:
     from quantkit.adapters import adapter_for
     from quantkit.api import resolve_profile
     from quantkit.checkpoint import ShardWriter
+    from quantkit.variant import sha256_file
     from quantkit.plan import build_plan
 
     from bench.realshape import synthetic_states
@@ -365,10 +365,7 @@ def run_config(args) -> dict:
     t0 = time.perf_counter()
     hashed = 0
     for p in sorted(out_dir.iterdir()):  # the manifest's sha256 of every file (variant.write_manifest)
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        sha256_file(p)
         hashed += p.stat().st_size
     t_hash = time.perf_counter() - t0
     segments.append(("finalize", _status()["VmHWM"]))
@@ -407,10 +404,8 @@ def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
     pipeline.batch_size matrices) solved batched vs gptq.per_expert_reference on the same W and H, one
     batch of each kind, in the same run; the layer-level ratio is extrapolated from the per-matrix
     times and the layer's matrix counts."""
-    import torch
-
     from quantkit.quantize.gptq import gptq_quantize, per_expert_reference
-    from quantkit.quantize.pipeline import _batches
+    from quantkit.quantize.pipeline import _batches, batch_hessians, batch_weights
 
     if calib is None:
         return {"skipped": "needs the layer's statistics"}
@@ -425,12 +420,9 @@ def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
             continue
         if args.loop_experts:
             batch = batch[:args.loop_experts]
-        weights = ckpt.read_many([e.name for u in batch for e in u])
-        W = torch.stack([torch.cat([weights[e.name].float() for e in u]) for u in batch])
-        del weights
-        H = torch.zeros(len(batch), W.shape[-1], W.shape[-1])
-        for i, u in enumerate(batch):  # as LayerQuantizer._solve builds them
-            calib.hessian_into(adapter.input_group(u[0].module), H[i])
+        # W and H exactly as LayerQuantizer._solve builds them
+        W = batch_weights(batch, ckpt.read_many([e.name for u in batch for e in u]))
+        H = batch_hessians(batch, calib, adapter.input_group)
         s = unit[0].scheme
         kw = dict(bits=s.bits, group_size=s.group_size, sym=s.sym, act_order=s.desc_act)
         before = machine_sample()

@@ -25,7 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main() -> int:
     import torch
 
-    from quantkit.reference.trained import TRAINED_DIR, TRAINED_SHA256, WEIGHTS, build_trained_reference, sha256
+    from quantkit.reference.trained import TRAINED_DIR, TRAINED_SHA256, WEIGHTS, build_trained_reference
+    from quantkit.variant import sha256_file
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=TRAINED_DIR, help=f"output directory (default {TRAINED_DIR})")
@@ -47,7 +48,7 @@ def main() -> int:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    digest = sha256(out / WEIGHTS)
+    digest = sha256_file(out / WEIGHTS)
     print(f"reference model written: {out}\nsha256({WEIGHTS}) = {digest}")
     if digest != TRAINED_SHA256:
         print(f"note: differs from TRAINED_SHA256 = {TRAINED_SHA256 or '(unset)'} (another CPU kind or library "

@@ -11,6 +11,7 @@ from quantkit.checkpoint import Checkpoint
 from quantkit.loader import load_source
 from quantkit.reference import task, trained
 from quantkit.reference.trained import TRAINED_DIR
+from quantkit.variant import sha256_file
 
 EVAL_PER_KIND = 40  # 9 kinds -> 360 held-out items
 
@@ -27,7 +28,7 @@ def eval_items():
 
 def test_shipped_weights_are_the_recorded_build():
     weights = TRAINED_DIR / trained.WEIGHTS
-    assert trained.sha256(weights) == trained.TRAINED_SHA256
+    assert sha256_file(weights) == trained.TRAINED_SHA256
     card = (TRAINED_DIR / "README.md").read_text()
     record = json.loads(card.split("```json\n", 1)[1].split("\n```", 1)[0])
     assert record["sha256"] == trained.TRAINED_SHA256

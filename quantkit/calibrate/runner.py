@@ -112,12 +112,12 @@ class LayerCalibration:
 
     def hessian(self, group: str) -> tuple[torch.Tensor | None, int]:
         """Mean XᵀX of an input group (None when it saw no tokens)."""
-        self.mirror()
         key = self.groups.get(group)
-        n = self.tokens.get(key, 0) if key else 0
-        if not n:
+        if key not in self.hessians:
             return None, 0
-        return self.hessians[key] / n, n
+        out = torch.empty_like(self.hessians[key])
+        n = self.hessian_into(group, out)
+        return (out, n) if n else (None, 0)
 
 
 class _LayerHooks:

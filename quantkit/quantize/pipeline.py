@@ -145,20 +145,12 @@ class LayerQuantizer:
     def _solve(self, batch: list[list[TensorPlan]], weights: dict, calib: LayerCalibration | None) -> list:
         """One result per unit, covering the unit's tensors' rows in order."""
         s = batch[0][0].scheme
-        rows, cols = sum(e.shape[0] for e in batch[0]), batch[0][0].shape[1]
-        W = torch.empty(len(batch), rows, cols)
-        for i, unit in enumerate(batch):  # upcast straight into place: one pass, no stack/cat copies
-            row = 0
-            for e in unit:
-                W[i, row:row + e.shape[0]].copy_(weights[e.name])
-                row += e.shape[0]
+        W = batch_weights(batch, weights)
         if s.method == "rtn":
             return self.backend.rtn(s, W)
         if calib is None:
             raise ValueError("GPTQ needs layer statistics")
-        H = torch.zeros(len(batch), cols, cols)  # a zero H (no tokens): the solver flags it
-        for i, unit in enumerate(batch):
-            calib.hessian_into(self.adapter.input_group(unit[0].module), H[i])
+        H = batch_hessians(batch, calib, self.adapter.input_group)
         t0 = time.perf_counter()
         results, fallback_units = self.backend.gptq(s, W, H)
         self.solver["seconds"] += time.perf_counter() - t0
@@ -171,6 +163,29 @@ class LayerQuantizer:
                                                  + (f" (no {e.role.modality} tokens in the samples)"
                                                     if e.role.modality and src == "none" else "")})
         return results
+
+
+def batch_weights(batch: list[list[TensorPlan]], weights: dict) -> torch.Tensor:
+    """[B, rows of a unit, in] fp32: each unit's tensors stacked along the rows, upcast straight into
+    place (one pass, no stack/cat copies)."""
+    rows, cols = sum(e.shape[0] for e in batch[0]), batch[0][0].shape[1]
+    W = torch.empty(len(batch), rows, cols)
+    for i, unit in enumerate(batch):
+        row = 0
+        for e in unit:
+            W[i, row:row + e.shape[0]].copy_(weights[e.name])
+            row += e.shape[0]
+    return W
+
+
+def batch_hessians(batch: list[list[TensorPlan]], calib: LayerCalibration,
+                   input_group: Callable[[str], str]) -> torch.Tensor:
+    """[B, in, in]: each unit's mean XᵀX; all zero for a unit that saw no tokens (the solver flags it)."""
+    cols = batch[0][0].shape[1]
+    H = torch.zeros(len(batch), cols, cols)
+    for i, unit in enumerate(batch):
+        calib.hessian_into(input_group(unit[0].module), H[i])
+    return H
 
 
 def _batches(entries: list[TensorPlan], input_group: Callable[[str], str]) -> list[list[list[TensorPlan]]]:

@@ -48,7 +48,6 @@ and the training record (timings, losses, accuracies, machine) in their ``README
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -65,6 +64,7 @@ from transformers import Ernie4_5_VLMoeConfig, Ernie4_5_VLMoeForConditionalGener
 from quantkit.reference import task
 from quantkit.reference.tiny import _set_generation_ids, _tiny_vl_processor, vl_config
 from quantkit.reference.tokenizer import build_ernie_tokenizer, vl_chat_template
+from quantkit.variant import sha256_file
 
 # The committed build (weights, config, tokenizer, processor, model card with the training record).
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
@@ -405,7 +405,7 @@ def build_trained_reference(out_dir: str | Path, cfg: TrainConfig = TrainConfig(
     record = train(model, processor, cfg, log=log, eval_items=eval_items)
     model.to(torch.bfloat16).save_pretrained(out_dir, max_shard_size="50MB")
     processor.save_pretrained(out_dir)
-    record["sha256"] = sha256(out_dir / WEIGHTS)
+    record["sha256"] = sha256_file(out_dir / WEIGHTS)
     record["params"] = sum(p.numel() for p in model.parameters())
     # The stored (bf16) weights are the reference: report their accuracy, and with experts zeroed.
     from quantkit.loader import load_source
@@ -418,14 +418,6 @@ def build_trained_reference(out_dir: str | Path, cfg: TrainConfig = TrainConfig(
     log(json.dumps({k: record[k] for k in ("sha256", "total_seconds", "eval_accuracy_stored",
                                            "eval_accuracy_zeroed_experts")}, indent=1))
     return out_dir
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_card(out_dir: Path, record: dict) -> None:
