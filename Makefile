@@ -51,7 +51,7 @@ PUBLISH_DIR ?= $(BUILD)/publish
 .PHONY: publish
 publish: $(BUILD)/.installed
 	@mkdir -p $(PUBLISH_DIR)
-	$(PY) -m quantkit.hub commands $(PUBLISH_CONFIG) --dir $(PUBLISH_DIR) --step $(or $(STEP),all) \
+	$(PY) -m quantkit.publish.plan commands $(PUBLISH_CONFIG) --dir $(PUBLISH_DIR) --step $(or $(STEP),all) \
 	  $(if $(ONLY),--only $(ONLY)) $(if $(MODEL),--model $(MODEL)) $(if $(filter 1,$(PUSH)),--push) \
 	  > $(PUBLISH_DIR)/publish.sh
 	sh -x $(PUBLISH_DIR)/publish.sh

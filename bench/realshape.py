@@ -3,7 +3,7 @@
 The checkpoint is written tensor by tensor with quantkit's `ShardWriter` (2 GiB shards, bf16, the Hub's
 on-disk names that the ERNIE-VL adapter maps), without instantiating the transformers model:
 
-- config: `REAL_ERNIE45_VL_28B_CONFIG_NATIVE` with `num_hidden_layers = 1 + N`, layer 0 dense (as in the
+- config: `real_config("ERNIE-4.5-VL-28B-A3B")` (native flavour) with `num_hidden_layers = 1 + N`, layer 0 dense (as in the
   real model) and layers 1..N MoE: hidden 2560, 20 heads / 4 KV heads of 128, 64 text experts x 1536 and
   64 vision experts x 512 (top-6), 2 shared experts (one MLP of 2 x 1536), dense MLP 12288, routers
   `mlp.gate.weight` / `mlp.gate.weight_1` stored [hidden, 64], `moe_statics.e_score_correction_bias`
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import torch
 
+from quantkit.adapters import real_config
 from quantkit.checkpoint import ShardWriter
-from quantkit.reference.tiny import REAL_ERNIE45_VL_28B_CONFIG_NATIVE
 
 GENERATOR_VERSION = 1
 WEIGHT_STD = 0.02
@@ -51,7 +51,7 @@ ACT_OUTLIER_SCALE = 20.0
 ROUTER_BIAS_STD = 0.002
 IMAGE_GRID_WIDTH = 16
 
-# Real shapes, the published checkpoint's (text and vision widths as REAL_ERNIE45_VL_28B_CONFIG_NATIVE).
+# Real shapes, the published checkpoint's (text and vision widths as its real config).
 REAL = "real"
 # Every width shrunk for the smoke test; same structure (dense layer 0, MoE layers, 2 modalities).
 SMOKE = "smoke"
@@ -62,7 +62,7 @@ _SMOKE_TEXT = {"vocab_size": 512, "hidden_size": 256, "intermediate_size": 512, 
 
 def bench_config(moe_layers: int, size: str = REAL, vocab_size: int | None = None) -> dict:
     """The native config.json of a checkpoint with a dense layer 0 and `moe_layers` MoE layers."""
-    cfg = copy.deepcopy(REAL_ERNIE45_VL_28B_CONFIG_NATIVE)
+    cfg = real_config("ERNIE-4.5-VL-28B-A3B")  # a fresh copy
     text = cfg["text_config"]
     if size == SMOKE:
         text.update(copy.deepcopy(_SMOKE_TEXT))

@@ -8,8 +8,9 @@ coverage), then `LayerQuantizer` (read the planned weights, batched GPTQ, pack, 
 `ShardWriter` with the CLI's 2 GB shards), with the same object lifetimes as `LayerStream.run`. The prefix
 model (embeddings, vision tower, resampler) is bypassed: synthetic hidden states of realistic scale enter
 the decoder layers (bench/realshape.py); the vision tower's cost is measured separately on one real-shape
-ViT block and enters the projection. Timing only wraps calls (subclasses of Checkpoint, LayerCalibration
-and LayerQuantizer that add timers), nothing is patched.
+ViT block and enters the projection. Timing only wraps public calls (subclasses of Checkpoint and
+LayerCalibration that add timers, LayerStream's `mark` hook, LayerQuantizer's `observe` hook per
+solved batch), nothing is patched and no private method is overridden.
 
 Every configuration (1, 2, 3 MoE layers; the dense layer 0) runs in its own subprocess so its peak RSS
 (VmHWM, reset per segment through /proc/self/clear_refs) is independent. Every figure sits next to the
@@ -147,13 +148,11 @@ def gptq_flops(out_f: int, in_f: int, block: int = BLOCK_SIZE, group: int = 128)
             "total": factor + bmm + rank1 + group_solve + elementwise}
 
 
-# -- timed subclasses (no patching) -----------------------------------------------------------------------
+# -- timers on public hooks (no patching) -------------------------------------------------------------------
 
 def _timed_classes():
     from quantkit.calibrate.runner import LayerCalibration, LayerStream
     from quantkit.checkpoint import Checkpoint
-    from quantkit.quantize.pipeline import LayerQuantizer
-
     class TimedCheckpoint(Checkpoint):
         read_seconds = 0.0
         read_bytes = 0
@@ -180,17 +179,15 @@ def _timed_classes():
             super().add(key, x)
             self.add_seconds += time.perf_counter() - t0
 
-    class TimedQuantizer(LayerQuantizer):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
+    class SolveTimer:
+        """`LayerQuantizer(observe=...)`: per kind of solved unit, solver and preparation seconds,
+        matrices, batches and FLOPs of the algorithm (the pipeline's public batch hook)."""
+
+        def __init__(self):
             self.kinds: dict[str, dict] = defaultdict(lambda: defaultdict(float))
             self.solve_total = 0.0
 
-        def _solve(self, batch, weights, calib):
-            t0, before = time.perf_counter(), self.solver["seconds"]
-            out = super()._solve(batch, weights, calib)
-            total = time.perf_counter() - t0
-            gptq = self.solver["seconds"] - before
+        def __call__(self, batch, total, gptq):
             self.solve_total += total
             unit = batch[0]  # the tensors solved as one matrix (gate+up, q/k/v, or one)
             role = unit[0].role
@@ -205,7 +202,6 @@ def _timed_classes():
             rec["flops"] = int(rec["flops"]) + len(batch) * gptq_flops(*shape, group=unit[0].scheme.group_size
                                                                        if unit[0].scheme.group_size > 0 else shape[1])["total"]
             rec["shape"] = list(shape)
-            return out
 
     class PrefixlessStream(LayerStream):
         """LayerStream without its prefix model: hidden states come from bench/realshape.py. The
@@ -228,7 +224,7 @@ def _timed_classes():
             self.marks.append((n, segment, time.perf_counter(), st["VmRSS"], st["VmHWM"]))
             reset_peak()
 
-    return TimedCheckpoint, TimedCalibration, TimedQuantizer, PrefixlessStream
+    return TimedCheckpoint, TimedCalibration, SolveTimer, PrefixlessStream
 
 
 # -- one configuration (runs in a child process) --------------------------------------------------------
@@ -240,14 +236,15 @@ def run_config(args) -> dict:
 
     torch.set_num_threads(args.threads)
     from quantkit.adapters import adapter_for
-    from quantkit.api import resolve_profile
     from quantkit.checkpoint import ShardWriter
-    from quantkit.variant import sha256_file
+    from quantkit.manifest import sha256_file
     from quantkit.plan import build_plan
+    from quantkit.profiles import resolve_profile
+    from quantkit.quantize.pipeline import LayerQuantizer
 
     from bench.realshape import synthetic_states
 
-    TimedCheckpoint, TimedCalibration, TimedQuantizer, PrefixlessStream = _timed_classes()
+    TimedCheckpoint, TimedCalibration, SolveTimer, PrefixlessStream = _timed_classes()
     segments = []  # (name, peak bytes)
     can_reset = reset_peak()
     result = {"layers_requested": args.layers, "threads": torch.get_num_threads(), "peak_reset": can_reset,
@@ -265,7 +262,8 @@ def run_config(args) -> dict:
                              "hidden_state_bytes": sum(h.numel() * 4 for h, _ in states),
                              "mode": args.mode, "min_tokens": args.min_tokens}
     result["profile"] = profile.name
-    q = TimedQuantizer(ckpt, plan, adapter)
+    timer = SolveTimer()
+    q = LayerQuantizer(ckpt, plan, adapter, observe=timer)
     out_dir = Path(tempfile.mkdtemp(prefix="quantkit-bench-out-", dir=args.work_dir))
     writer = ShardWriter(out_dir, SHARD_BYTES)
     write = {"seconds": 0.0, "bytes": 0}
@@ -291,8 +289,8 @@ def run_config(args) -> dict:
         kept["tokens_per_expert"] = _tokens_per_expert(calib, args.min_tokens)
         kept["add_seconds"] = calib.add_seconds
         ckpt.read_seconds, ckpt.read_bytes = 0.0, 0
-        q.solve_total = 0.0
-        q.kinds.clear()
+        timer.solve_total = 0.0
+        timer.kinds.clear()
         w0 = write["seconds"]
         t0 = time.perf_counter()
         q(n, calib, add)
@@ -319,11 +317,11 @@ def run_config(args) -> dict:
                    (("start", "load"), ("load", "forward"), ("forward", "supplement"), ("supplement", "on_layer"),
                     ("on_layer", "end"))}
         wall = m["end"][0] - t_start
-        t_solve = q.solve_total
-        t_gptq = sum(k["gptq_seconds"] for k in q.kinds.values())
+        t_solve = timer.solve_total
+        t_gptq = sum(k["gptq_seconds"] for k in timer.kinds.values())
         peak = max(p for _, _, p in m.values())
         segments.append((f"layer {n}", peak))
-        flops = sum(k["flops"] for k in q.kinds.values())
+        flops = sum(k["flops"] for k in timer.kinds.values())
         rec = {
             "layer": n, "kind": "moe" if stream.runner.text_config().mlp_layer_types[n] == "sparse" else "dense",
             "seconds": {
@@ -347,7 +345,7 @@ def run_config(args) -> dict:
             "solve": {"flops": flops, "gflops": round(flops / t_gptq / 1e9, 2) if t_gptq else None,
                       "by_kind": {k: {**{kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items()},
                                       "gflops": round(v["flops"] / v["gptq_seconds"] / 1e9, 2) if v["gptq_seconds"] else None}
-                                  for k, v in sorted(q.kinds.items())}},
+                                  for k, v in sorted(timer.kinds.items())}},
             "written_bytes": write["bytes"] - wb0,
             "tokens_per_expert": kept["tokens_per_expert"],
             "machine_after": machine_sample(),
@@ -400,17 +398,17 @@ def _tokens_per_expert(calib, min_tokens: int) -> dict:
 # -- batched vs per-expert loop (same inputs, same run) -----------------------------------------------
 
 def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
-    """The product's expert batches (pipeline._batches: gate+up units and down, per modality, of
+    """The product's expert batches (pipeline.solve_batches: gate+up units and down, per modality, of
     pipeline.batch_size matrices) solved batched vs gptq.per_expert_reference on the same W and H, one
     batch of each kind, in the same run; the layer-level ratio is extrapolated from the per-matrix
     times and the layer's matrix counts."""
     from quantkit.quantize.gptq import gptq_quantize, per_expert_reference
-    from quantkit.quantize.pipeline import _batches, batch_hessians, batch_weights
+    from quantkit.quantize.pipeline import batch_hessians, batch_weights, solve_batches
 
     if calib is None:
         return {"skipped": "needs the layer's statistics"}
     entries = [e for e in q.by_layer[n] if e.quantized and e.role.kind == "routed_expert"]
-    batches = _batches(entries, adapter.input_group)
+    batches = solve_batches(entries, adapter.input_group)
     kinds = {}
     for batch in batches:
         unit = batch[0]
@@ -420,7 +418,7 @@ def compare_loop(q, ckpt, adapter, n: int, calib, args) -> dict:
             continue
         if args.loop_experts:
             batch = batch[:args.loop_experts]
-        # W and H exactly as LayerQuantizer._solve builds them
+        # W and H exactly as the pipeline builds them (batch_weights, batch_hessians)
         W = batch_weights(batch, ckpt.read_many([e.name for u in batch for e in u]))
         H = batch_hessians(batch, calib, adapter.input_group)
         s = unit[0].scheme
@@ -740,7 +738,8 @@ def project(report: dict, per_layer: dict) -> dict:
                        "writer already held) + one full shard (the writer holds at most one), prefix phase: "
                        "2 x prefix fp32 bytes (state dict + model while transformers loads it) + every sample's "
                        "first-layer hidden states); LayerStream drops the prefix once the samples are embedded",
-        "layer_peak_rss_bytes": layer_peak, "measured_peak_rss_bytes": measured_peak, "shard_bytes": shard, "prefix_resident_bytes": prefix_resident,
+        "layer_peak_rss_bytes": layer_peak, "measured_peak_rss_bytes": measured_peak, "shard_bytes": shard,
+        "prefix_resident_bytes": prefix_resident,
         "prefix_phase_bytes_est": prefix_phase,
         "peak_rss_bytes": peak, "peak_rss_gib": round(peak / 2**30, 2),
         "variant_bytes_est": int(variant_bytes), "calibration": tokens_note,

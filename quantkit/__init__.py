@@ -1,7 +1,9 @@
 """quantkit: Mixture-of-Experts (vision-)language models -> deployable low-bit variants.
 
-Pipeline: checkpoint -> plan -> calibrate -> quantize -> pack -> verify -> profile -> package -> push.
+Pipeline: checkpoint -> plan -> calibrate -> quantize -> format -> verify -> profile -> publish
+(ARCHITECTURE.md). Importing quantkit registers the shipped output formats (quantkit/formats).
 """
+from . import formats  # noqa: F401  (registers the output formats with quantkit.format)
 from .errors import QuantkitError
 from .version import QUANTKIT_VERSION as __version__
 

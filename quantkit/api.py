@@ -1,40 +1,36 @@
-"""The public, typed entry points. The CLI, the Makefile jobs and the tests all call these."""
+"""The public, typed entry points. The CLI, the Makefile jobs and the tests all call these.
+
+Each reads top to bottom as the pipeline does: open the checkpoint, resolve the profile and its
+format, plan, (calibrate,) produce the tensors, let the format write the variant.
+"""
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from .adapters import Adapter, adapter_for
+from .calibrate.encode import encode_samples
 from .calibrate.runner import LayerStream
-from .calibrate.store import CalibrationDir
-from .checkpoint import Checkpoint
-from .errors import QuantkitError
+from .calibrate.store import (FORMAT_VERSION, META, CalibrationDir, coverage_report, format_coverage,
+                              model_fingerprint, save_layer)
+from .checkpoint import Checkpoint, atomic_output_dir
+from .errors import OutputError, UsageError
+from .format import get_format
 from .plan import Plan, build_plan
-from .profiles import FORMATS, Profile, check_bits, load_profile, profile_for_bits
-from .quantize.pipeline import LayerQuantizer, emit_unlayered, rtn_produce
-from .variant import write_variant
+from .profiles import resolve_profile
+from .quantize.pipeline import gptq_from_calibration, gptq_on_the_fly, rtn_produce
+from .units import parse_size
+from .version import QUANTKIT_VERSION
+
+MODES = ("auto", "routed", "all")
 
 
 def open_model(source: str | Path, revision: str | None = None) -> tuple[Checkpoint, Adapter]:
     ckpt = Checkpoint.open(source, revision)
     return ckpt, adapter_for(ckpt.config, where=str(ckpt.path / "config.json"))
-
-
-def parse_size(text: str | int) -> int:
-    """'2GB', '500MB', '200KB' or a byte count."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*", str(text), re.I)
-    if not m:
-        raise QuantkitError(f"--max-shard-size {text}: expected a size such as 2GB or 500MB")
-    unit = (m.group(2) or "B").upper().replace("I", "").rstrip("B") or "B"
-    mult = {"B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[unit]
-    return int(float(m.group(1)) * mult)
 
 
 @dataclass
@@ -55,38 +51,14 @@ class QuantizeOptions:
     min_tokens: int = 64
     max_tokens: int | None = 4096
     sequential: bool = False
-    format: str | None = None  # "gptq" or "gguf" (one llama.cpp file); None = the profile's format
-
-
-def resolve_profile(adapter: Adapter, *, bits: int | None, profile: str | None,
-                    group_size: int | None = None, method: str | None = None, fmt: str | None = None) -> Profile:
-    if fmt not in (None, *FORMATS):
-        raise QuantkitError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
-    if fmt == "gguf":
-        from .gguf.writer import check_architecture
-        check_architecture(adapter)
-    if profile is not None:
-        prof = load_profile(profile)
-        if bits is not None:
-            prof = prof.with_overrides(expert_bits=check_bits(bits))
-    elif bits is not None:
-        prof = profile_for_bits(adapter.default_profile, bits, fmt or "gptq")
-    else:
-        prof = profile_for_bits(adapter.default_profile, 4, fmt or "gptq")
-    if fmt is not None and prof.format != fmt:
-        prof = replace(prof, format=fmt)  # the profile's schemes, written as the asked format (checked by the plan)
-    if group_size is not None and group_size != -1 and group_size <= 0:
-        raise QuantkitError(f"--group-size {group_size}: must be a positive number of columns or -1 (per-channel)")
-    return prof.with_overrides(group_size=group_size, method=method)
+    format: str | None = None  # a registered format (quantkit.format); None = the profile's format
 
 
 def make_plan(opts: QuantizeOptions) -> tuple[Checkpoint, Adapter, Plan]:
     ckpt, adapter = open_model(opts.model, opts.revision)
     prof = resolve_profile(adapter, bits=opts.bits, profile=opts.profile, group_size=opts.group_size,
                            method=opts.method, fmt=opts.format)
-    if prof.format == "gguf":
-        from .gguf.variant import check_source
-        check_source(ckpt, adapter)
+    get_format(prof.format).check_source(ckpt, adapter)
     return ckpt, adapter, build_plan(ckpt, adapter, prof, force=opts.force)
 
 
@@ -96,10 +68,10 @@ def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None)
     ckpt, adapter, plan = make_plan(opts)
     out = Path(opts.out).resolve()
     if out == ckpt.path.resolve() or ckpt.path.resolve() in out.parents:
-        raise QuantkitError(f"--out {opts.out}: inside the source checkpoint; the source is never modified")
+        raise OutputError(f"--out {opts.out}: inside the source checkpoint; the source is never modified")
     if opts.sequential and opts.calib is not None:
-        raise QuantkitError("--sequential calibrates each layer on the quantized layers before it, so it "
-                            "cannot use a saved --calib; drop one of the two")
+        raise UsageError("--sequential calibrates each layer on the quantized layers before it, so it "
+                         "cannot use a saved --calib; drop one of the two")
     methods = sorted({e.scheme.method for e in plan.quantized()})
     extra: dict = {"method": methods}
     if "gptq" not in methods:
@@ -108,52 +80,26 @@ def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None)
         store = CalibrationDir(opts.calib)
         store.check_matches(ckpt)
         extra["calibration"] = _calib_summary(store.meta)
-        produce = partial(_gptq_from_store, ckpt, plan, adapter, store, extra, log)
+        produce = partial(gptq_from_calibration, ckpt, plan, adapter, store.layer, log=log)
     else:
-        from .calibrate.encode import encode_samples
         samples = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens)
         extra["calibration"] = {"samples": samples.summary, "mode": opts.mode, "min_tokens": opts.min_tokens,
                                 "sequential": opts.sequential, "on_the_fly": True}
-        produce = partial(_gptq_on_the_fly, ckpt, plan, adapter, samples, opts, extra, log)
-    writer = write_variant
-    if plan.profile.format == "gguf":
-        from .gguf.variant import write_gguf_variant as writer
-    path = writer(ckpt, plan, produce, out, overwrite=opts.overwrite,
-                  max_shard_bytes=parse_size(opts.max_shard_size), extra=extra)
-    return path
-
-
-def _report_fallbacks(q: LayerQuantizer, extra: dict, log) -> None:
-    extra["fallbacks"] = q.fallbacks
-    extra["solver"] = {"matrices": int(q.solver["matrices"]), "seconds": round(q.solver["seconds"], 3)}
-    if q.fallbacks:
-        by_role = Counter(f["role"] for f in q.fallbacks)
-        log("warning: " + ", ".join(f"{n} {role} tensors" for role, n in sorted(by_role.items()))
-            + " had no calibration tokens and were quantized with RTN instead of GPTQ (recorded in quantkit.json)")
-
-
-def _gptq_from_store(ckpt, plan, adapter, store: CalibrationDir, extra: dict, log, add) -> None:
-    q = LayerQuantizer(ckpt, plan, adapter)
-    emit_unlayered(ckpt, plan, add)
-    for n in range(adapter.shape.num_layers):
-        q(n, store.layer(n), add)
-        log(f"quantize: layer {n + 1}/{adapter.shape.num_layers}")
-    _report_fallbacks(q, extra, log)
-
-
-def _gptq_on_the_fly(ckpt, plan, adapter, samples, opts: QuantizeOptions, extra: dict, log,
-                     add) -> None:
-    q = LayerQuantizer(ckpt, plan, adapter)
-    emit_unlayered(ckpt, plan, add)
-    stream = LayerStream(ckpt, adapter)
-    stream.run(samples.inputs, mode=opts.mode, min_tokens=opts.min_tokens,
-               on_layer=lambda n, calib: q(n, calib, add, want_dequantized=opts.sequential) or None,
-               progress=_progress(log, "quantize"))
-    _report_fallbacks(q, extra, log)
+        produce = partial(gptq_on_the_fly, ckpt, plan, adapter, LayerStream(ckpt, adapter), samples.inputs,
+                          mode=opts.mode, min_tokens=opts.min_tokens, sequential=opts.sequential, log=log)
+    return plan.format.write_variant(ckpt, plan, produce, out, overwrite=opts.overwrite,
+                                     max_shard_bytes=parse_size(opts.max_shard_size), extra=extra)
 
 
 def _progress(log, what: str):
     return lambda done, total: log(f"{what}: layer {done}/{total}")
+
+
+def convert(variant: str | Path, to_format: str, out: str | Path | None = None, *, overwrite: bool = False,
+            log: Callable[[str], None] = lambda m: None) -> Path:
+    """An existing variant written as another format, its codes kept (e.g. `export-gguf`)."""
+    return get_format(to_format).convert(Path(variant), None if out is None else Path(out), overwrite=overwrite,
+                                         log=log)
 
 
 @dataclass
@@ -171,14 +117,8 @@ class CalibrateOptions:
 def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = lambda m: None) -> tuple[Path, dict]:
     """Stream the model layer by layer over the samples; save H = XᵀX per input group, token counts
     and routing statistics. Returns the directory and the coverage report."""
-    from .calibrate.store import FORMAT_VERSION, META, coverage_report, format_coverage, model_fingerprint, save_layer
-    from .checkpoint import atomic_output_dir
-    from .version import QUANTKIT_VERSION
-
-    if opts.mode not in ("auto", "routed", "all"):
-        raise QuantkitError(f"--mode {opts.mode}: choose auto, routed or all")
-    from .calibrate.encode import encode_samples
-
+    if opts.mode not in MODES:
+        raise UsageError(f"--mode {opts.mode}: choose auto, routed or all")
     ckpt, adapter = open_model(opts.model, opts.revision)
     encoded = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens)
     log(f"calibrating on {encoded.summary['samples']} samples: {encoded.summary['tokens']['text']} text and "

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import QuantkitError
+from .errors import CheckpointError, OutputError
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -61,13 +61,13 @@ def read_safetensors_header(path: Path) -> dict:
             header = json.loads(f.read(n))
             data_len = os.fstat(f.fileno()).st_size - 8 - n
     except FileNotFoundError:
-        raise QuantkitError(f"{path}: shard listed in the index is missing; re-download the checkpoint")
+        raise CheckpointError(f"{path}: shard listed in the index is missing; re-download the checkpoint")
     except (ValueError, struct.error, UnicodeDecodeError) as e:
-        raise QuantkitError(f"{path}: not a readable safetensors file ({e}); re-download it")
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-download it")
     header.pop("__metadata__", None)
     end = max((v["data_offsets"][1] for v in header.values()), default=0)
     if end > data_len:
-        raise QuantkitError(f"{path}: truncated ({data_len} data bytes, header needs {end}); re-download it")
+        raise CheckpointError(f"{path}: truncated ({data_len} data bytes, header needs {end}); re-download it")
     return header
 
 
@@ -80,11 +80,11 @@ class Checkpoint:
         self.revision = revision
         cfg_path = self.path / "config.json"
         if not cfg_path.is_file():
-            raise QuantkitError(f"{self.path}: no config.json; point at a model directory or Hub id")
+            raise CheckpointError(f"{self.path}: no config.json; point at a model directory or Hub id")
         try:
             self.config: dict = json.loads(cfg_path.read_text())
         except json.JSONDecodeError as e:
-            raise QuantkitError(f"{cfg_path}: invalid JSON ({e})")
+            raise CheckpointError(f"{cfg_path}: invalid JSON ({e})")
         self._tensors = self._scan()
 
     @classmethod
@@ -94,9 +94,9 @@ class Checkpoint:
         if path.is_dir():
             return cls(path, source=str(path), revision=revision or _local_revision(path))
         if path.exists():
-            raise QuantkitError(f"{source}: is a file; pass the model directory")
+            raise CheckpointError(f"{source}: is a file; pass the model directory")
         if str(source).count("/") != 1 or str(source).startswith((".", "/")):
-            raise QuantkitError(f"{source}: no such directory, and not a Hub id of the form ORG/NAME")
+            raise CheckpointError(f"{source}: no such directory, and not a Hub id of the form ORG/NAME")
         return cls(*_download(str(source), revision))
 
     # -- reading ---------------------------------------------------------------------------------
@@ -106,12 +106,12 @@ class Checkpoint:
             try:
                 weight_map: dict = json.loads(index.read_text())["weight_map"]
             except (json.JSONDecodeError, KeyError) as e:
-                raise QuantkitError(f"{index}: not a valid safetensors index ({e})")
+                raise CheckpointError(f"{index}: not a valid safetensors index ({e})")
             shards = sorted(set(weight_map.values()))
         elif (self.path / SINGLE_NAME).is_file():
             weight_map, shards = None, [SINGLE_NAME]
         else:
-            raise QuantkitError(f"{self.path}: no {INDEX_NAME} or {SINGLE_NAME}; not a safetensors checkpoint")
+            raise CheckpointError(f"{self.path}: no {INDEX_NAME} or {SINGLE_NAME}; not a safetensors checkpoint")
         tensors: dict[str, TensorInfo] = {}
         for shard in shards:
             for name, meta in read_safetensors_header(self.path / shard).items():
@@ -119,7 +119,7 @@ class Checkpoint:
         if weight_map is not None:
             missing = sorted(set(weight_map) - set(tensors))
             if missing:
-                raise QuantkitError(f"{index}: {len(missing)} tensors listed but absent from their shards "
+                raise CheckpointError(f"{index}: {len(missing)} tensors listed but absent from their shards "
                                     f"(first: {missing[0]}); re-download the checkpoint")
         return tensors
 
@@ -130,7 +130,7 @@ class Checkpoint:
         try:
             return self._tensors[name]
         except KeyError:
-            raise QuantkitError(f"{self.path}: no tensor named {name}")
+            raise CheckpointError(f"{self.path}: no tensor named {name}")
 
     def infos(self) -> list[TensorInfo]:
         return [self._tensors[n] for n in self.names()]
@@ -176,12 +176,12 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str, str]:
     try:
         path = snapshot_download(repo_id, revision=revision)
     except RepositoryNotFoundError:
-        raise QuantkitError(f"{repo_id}: no such Hub repository (or it is private: set HF_TOKEN)")
+        raise CheckpointError(f"{repo_id}: no such Hub repository (or it is private: set HF_TOKEN)")
     except LocalEntryNotFoundError:
-        raise QuantkitError(f"{repo_id}: not in the local Hub cache and the Hub is unreachable; "
+        raise CheckpointError(f"{repo_id}: not in the local Hub cache and the Hub is unreachable; "
                             "download it first or pass a local directory")
     except (HfHubHTTPError, OSError) as e:
-        raise QuantkitError(f"{repo_id}: download failed ({e.__class__.__name__}: {str(e).splitlines()[0]})")
+        raise CheckpointError(f"{repo_id}: download failed ({e.__class__.__name__}: {str(e).splitlines()[0]})")
     return Path(path), repo_id, Path(path).name
 
 
@@ -242,7 +242,7 @@ def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     """
     out = Path(out)
     if out.exists() and not overwrite:
-        raise QuantkitError(f"{out}: already exists; choose another --out or pass --overwrite")
+        raise OutputError(f"{out}: already exists; choose another --out or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

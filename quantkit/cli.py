@@ -12,15 +12,9 @@ from pathlib import Path
 
 import click
 
-from .errors import QuantkitError
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return str(n)
+from .errors import QuantkitError, VariantCorrupt
+from .format import all_runtimes, format_names, formats
+from .units import human_bytes as _human
 
 
 def _handled(fn):
@@ -150,9 +144,9 @@ _calibration_options = [
 @_with(_calibration_options)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only once the new variant is complete).")
 @click.option("--max-shard-size", default="2GB", show_default=True, help="Largest safetensors shard.")
-@click.option("--format", "fmt", type=click.Choice(["gptq", "gguf"]), default=None,
-              help="gptq: GPTQ checkpoint (safetensors); gguf: one llama.cpp file (text ERNIE-4.5 MoE). "
-                   "Default: the profile's format (gptq for --bits).")
+@click.option("--format", "fmt", type=click.Choice(format_names()), default=None,
+              help="Output format; " + "; ".join(f"{f.name}: {f.description}" for f in formats())
+                   + ". Default: the profile's format (the default format for --bits).")
 @_handled
 def quantize(model, bits, profile, group_size, method, revision, force, out, calib, sequential, samples, mode,
              min_tokens, max_tokens, overwrite, max_shard_size, fmt):
@@ -198,7 +192,7 @@ def calibrate(model, out, samples, mode, min_tokens, max_tokens, revision, overw
 @_handled
 def package_cmd(variant, report, base_model, license_, name, repo, revision, verdicts, no_verify):
     """Make VARIANT ready to publish: check its checksums, write its model card (README.md), record both in quantkit.json."""
-    from .package import PackageOptions, package as run
+    from .publish import PackageOptions, package as run
 
     r = run(PackageOptions(variant=variant, report=report, base_model=base_model, license=license_, name=name,
                            repo=repo, revision=revision, verdicts=verdicts, run_verify=not no_verify), log=_log)
@@ -210,13 +204,13 @@ def package_cmd(variant, report, base_model, license_, name, repo, revision, ver
 @_handled
 def verify_files_cmd(variant):
     """Check the sha256 and size of every file quantkit.json lists, and that VARIANT holds no other file."""
-    from .package import verify_files
+    from .manifest import verify_files
 
     report = verify_files(variant)
     if not report.ok:
         for problem in report.problems:
             click.echo(f"  {problem}", err=True)
-        raise QuantkitError(report.summary())
+        raise VariantCorrupt(report.summary())
     click.echo(report.summary())
 
 
@@ -231,7 +225,7 @@ def verify_files_cmd(variant):
 @_handled
 def push_cmd(variant, repo, revision, private, dry_run, update):
     """Upload a packaged VARIANT to the Hub in one commit (token: HF_TOKEN or `hf auth login`; HF_ENDPOINT honoured)."""
-    from .hub import PushOptions, push as run
+    from .publish import PushOptions, push as run
 
     result = run(PushOptions(variant=variant, repo=repo, revision=revision, private=private, dry_run=dry_run,
                              update=update), log=_log)
@@ -241,7 +235,7 @@ def push_cmd(variant, repo, revision, private, dry_run, update):
 
 @main.command()
 @click.argument("variant", type=click.Path(path_type=Path))
-@click.option("--runtime", "runtimes", type=click.Choice(["vllm", "transformers", "onnxruntime", "llama.cpp", "all"]),
+@click.option("--runtime", "runtimes", type=click.Choice([*all_runtimes(), "all"]),
               multiple=True, default=("all",), show_default=True, help="Runtime(s) to check; repeatable.")
 @click.option("--source", type=click.Path(path_type=Path), default=None,
               help="Source checkpoint for the bit-identical check of kept tensors (default: quantkit.json's source).")
@@ -320,9 +314,9 @@ def profile_cmd(models, eval_file, context, batch, out, items_per_kind, no_cuda)
 def export_gguf_cmd(variant, out, overwrite):
     """Convert a GPTQ VARIANT into a GGUF variant for llama.cpp, keeping GPTQ's codes (8-bit g32 ->
     Q8_0, 4-bit g32 -> Q4_0 / Q4_1); refuses, naming the tensor, where no GGUF type holds a scheme exactly."""
-    from .gguf.export import export_gguf
+    from .api import convert
 
-    path = export_gguf(variant, out, overwrite=overwrite, log=_log)
+    path = convert(variant, "gguf", out, overwrite=overwrite, log=_log)
     click.echo(f"variant written: {path}")
 
 

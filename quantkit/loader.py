@@ -1,9 +1,9 @@
-"""`quantkit.load(variant)`: a transformers model whose quantized weights are unpacked from the files.
+"""`quantkit.load(variant)`: a transformers model whose quantized weights are decoded from the files.
 
-Every module is read the way a GPTQ loader reads it: its scheme comes from `quantization_config`
-(base fields + `dynamic` rules), its numbers from qweight/qzeros/scales/g_idx. The dequantized
-weights (fp32) then go through transformers' own loading of the Hub layout, so the model is the
-real class with the real key conversions. For evaluation on CPU, not for serving.
+The variant's format (its manifest says which) reads every tensor back in the source's key names,
+quantized ones dequantized to fp32; the state then goes through transformers' own loading of the Hub
+layout, so the model is the real class with the real key conversions. For evaluation on CPU, not
+for serving.
 """
 from __future__ import annotations
 
@@ -14,43 +14,12 @@ import torch
 
 from .adapters import adapter_for
 from .checkpoint import Checkpoint
-from .errors import QuantkitError
-from .quant_config import module_scheme
-from .quantize.gptq_format import unpack
-
-PACKED = ("qweight", "qzeros", "scales", "g_idx")
+from .format import format_of_variant
 
 
 def dequantized_state_dict(variant: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of the variant in the source's key names, quantized modules dequantized to fp32
-    (a GGUF variant: its .gguf read back, see quantkit.gguf.reader)."""
-    from .gguf.variant import is_gguf_variant
-    if is_gguf_variant(variant):
-        from .gguf.reader import dequantized_state_dict as from_gguf
-        return from_gguf(variant)
-    ckpt = Checkpoint.open(variant)
-    qcfg = ckpt.config.get("quantization_config")
-    if not qcfg or qcfg.get("quant_method") != "gptq":
-        raise QuantkitError(f"{variant}/config.json: no GPTQ quantization_config; not a GPTQ variant")
-    names = set(ckpt.names())
-    modules = sorted({n[: -len(".qweight")] for n in names if n.endswith(".qweight")})
-    state: dict[str, torch.Tensor] = {}
-    for module in modules:
-        scheme = module_scheme(qcfg, module)
-        if scheme is None:
-            raise QuantkitError(f"{variant}: {module} has a qweight but quantization_config skips it (-: rule)")
-        parts = {p: f"{module}.{p}" for p in PACKED}
-        missing = [n for n in parts.values() if n not in names]
-        if missing:
-            raise QuantkitError(f"{variant}: {missing[0]} is missing")
-        tensors = ckpt.read_many(list(parts.values()))
-        qw = unpack({p: tensors[n] for p, n in parts.items()}, scheme.bits, scheme.group_size, scheme.sym)
-        state[f"{module}.weight"] = qw.dequantize()
-        names -= set(parts.values())
-    for n in sorted(names):
-        t = ckpt.read(n)
-        state[n] = t.float() if t.is_floating_point() else t
-    return state
+    """Every tensor of the variant in the source's key names, quantized modules dequantized to fp32."""
+    return format_of_variant(variant).dequantized_state_dict(Path(variant))
 
 
 def load(variant: str | Path, dtype: torch.dtype = torch.float32):

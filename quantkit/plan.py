@@ -1,30 +1,24 @@
 """Checkpoint + adapter + profile -> a per-tensor plan: which scheme, predicted bytes, fallbacks.
 
-The plan is where runtime rules refuse an unloadable variant before any work is done: one bit width
-per fused group (vLLM reads an expert's gate/up/down, or q/k/v, through one kernel), nothing but
-linear weights quantized, and group sizes that divide the layer (else a recorded fallback).
-A `format: gguf` profile plans one llama.cpp file instead: every tensor gets its GGML type
-(quantkit.gguf.types: a scheme no type holds exactly is refused, never approximated), the experts of
-one layer and projection share one type (they are one stacked tensor), and embeddings / output head
-may take a quantized type.
+The plan is where rules refuse an unloadable variant before any work is done: nothing but linear
+weights quantized (routers, norms, vision tower stay float), every routed expert planned. The
+profile's output format (quantkit.format) types and sizes each tensor and adds its own refusals:
+one bit width per fused group for GPTQ's runtimes, one GGML type per stacked expert tensor for GGUF,
+and so on. The plan never names a format.
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .adapters import Adapter
-from .checkpoint import Checkpoint, TensorInfo
-from .errors import QuantkitError
+from .checkpoint import Checkpoint
+from .errors import CheckpointError, PlanRefused, ProfileError
+from .format import Format, get_format
 from .profiles import Profile
-from .quantize.gptq_format import check_packable, packed_nbytes
-from .quantize.scheme import QuantScheme
 from .roles import Role
-
-# Smallest group the fallback will pick before going per-channel: GPTQ kernels (Marlin, exllama)
-# take 32, 64 and 128.
-_MIN_GROUP = 32
+from .scheme import QuantScheme, scheme_label
 
 
 @dataclass
@@ -35,9 +29,10 @@ class TensorPlan:
     dtype: str
     source_bytes: int
     scheme: QuantScheme | None  # None: kept bit-identical
+    planned_bytes: int  # bytes as the format stores it
     fallback: str | None = None
     fused_group: str | None = None
-    gguf_type: str | None = None  # GGML type when the plan is for a GGUF file (F32/BF16/... when kept)
+    storage: str | None = None  # the format's own type for the tensor, where it has one (a GGML type)
 
     @property
     def quantized(self) -> bool:
@@ -50,13 +45,7 @@ class TensorPlan:
 
     @property
     def predicted_bytes(self) -> int:
-        if self.gguf_type is not None:
-            from .gguf.types import tensor_nbytes
-            return tensor_nbytes(self.shape, self.gguf_type)
-        if self.scheme is None:
-            return self.source_bytes
-        out_f, in_f = self.shape
-        return packed_nbytes(out_f, in_f, self.scheme.bits, self.scheme.effective_group_size(in_f))
+        return self.planned_bytes
 
 
 @dataclass
@@ -67,6 +56,11 @@ class Plan:
     profile: Profile
     entries: list[TensorPlan]
     notes: list[str] = field(default_factory=list)
+    format: Format = field(default=None)  # the profile's format (set by build_plan)
+
+    def __post_init__(self):
+        if self.format is None:
+            self.format = get_format(self.profile.format)
 
     @property
     def predicted_bytes(self) -> int:
@@ -88,81 +82,38 @@ class Plan:
             r["params"] += math.prod(e.shape)
             r["source_bytes"] += e.source_bytes
             r["planned_bytes"] += e.predicted_bytes
-            r["schemes"].add(_scheme_label(e.scheme) + (f" ({e.gguf_type})" if e.gguf_type else ""))
+            r["schemes"].add(scheme_label(e.scheme) + (f" ({e.storage})" if e.storage else ""))
         return {k: {**v, "schemes": sorted(v["schemes"])} for k, v in sorted(rows.items())}
-
-
-def _scheme_label(s: QuantScheme | None) -> str:
-    if s is None:
-        return "keep"
-    g = "ch" if s.group_size == -1 else f"g{s.group_size}"
-    return f"{s.method}-w{s.bits}{g}{'' if s.sym else '-asym'}{'-actorder' if s.desc_act else ''}"
-
-
-def _fit_group(scheme: QuantScheme, in_features: int) -> tuple[QuantScheme, str | None]:
-    """Keep the group size if it divides the input width, else halve it down to 32, else per-channel."""
-    g = scheme.group_size
-    if g == -1 or in_features % g == 0:
-        return scheme, None
-    cand = g // 2
-    while cand >= _MIN_GROUP and in_features % cand:
-        cand //= 2
-    new = cand if cand >= _MIN_GROUP else -1
-    what = f"group {new}" if new != -1 else "per-channel"
-    return replace(scheme, group_size=new), f"group_size {g} does not divide in_features {in_features}: {what}"
-
-
-def _check_packable(info: TensorInfo, scheme: QuantScheme) -> None:
-    try:
-        check_packable(info.shape[0], info.shape[1], scheme.bits, scheme.group_size)
-    except ValueError as e:
-        raise QuantkitError(f"tensor {info.name}: {e}; keep it in the profile or use other bits")
 
 
 def build_plan(ckpt: Checkpoint, adapter: Adapter, profile: Profile, *, force: bool = False) -> Plan:
     if profile.family != adapter.family:
-        raise QuantkitError(f"profile {profile.name} ({profile.source}) is for {profile.family}, "
-                            f"but {ckpt.source} is {adapter.family}")
-    gguf = profile.format == "gguf"
+        raise ProfileError(f"profile {profile.name} ({profile.source}) is for {profile.family}, "
+                           f"but {ckpt.source} is {adapter.family}")
+    fmt = get_format(profile.format, option=f"profile {profile.name}: format")
     entries, notes = [], []
     for info in ckpt.infos():
         role = adapter.role_of(info.name)
         scheme = profile.scheme_for(info.name, role)
-        fallback = None
-        if scheme is not None:
-            is_linear_weight = role.is_linear and info.name.endswith(".weight") and len(info.shape) == 2
-            if gguf and role.kind in ("embedding", "lm_head") and len(info.shape) == 2:
-                is_linear_weight = True  # llama.cpp reads quantized token embeddings and output heads
-            if not is_linear_weight:
-                if role.is_linear:  # a bias of a quantized linear: stays float, as loaders expect
-                    scheme = None
-                else:
-                    raise QuantkitError(f"profile {profile.name}: rule quantizes {info.name} ({role.kind}); only "
-                                        "linear weights of experts, attention and MLPs can be quantized "
-                                        f"(a quantized {role.kind} breaks serving engines)")
-        if gguf:
-            from .gguf.types import gguf_tensor_type
-            entries.append(TensorPlan(info.name, role, info.shape, info.dtype, info.nbytes, scheme,
-                                      gguf_type=gguf_tensor_type(info, role, scheme)))
-            continue
-        if scheme is not None:
-            scheme, fallback = _fit_group(scheme, info.shape[1])
-            _check_packable(info, scheme)
-        entries.append(TensorPlan(info.name, role, info.shape, info.dtype, info.nbytes, scheme, fallback,
-                                  adapter.fused_group(info.name, role) if scheme is not None else None))
-    if gguf:
-        from .gguf.types import check_stacked_experts
-        check_stacked_experts(entries)
-    else:
-        _check_fused_groups(entries, force, notes)
+        if scheme is not None and not fmt.quantizable(role, info.shape, info.name):
+            if role.is_linear:  # a bias of a quantized linear: stays float, as loaders expect
+                scheme = None
+            else:
+                raise PlanRefused(f"profile {profile.name}: rule quantizes {info.name} ({role.kind}); only "
+                                  "linear weights of experts, attention and MLPs can be quantized "
+                                  f"(a quantized {role.kind} breaks serving engines)")
+        entries.append(fmt.plan_tensor(info, role, scheme, adapter))
+    fmt.check_plan(entries, force, notes)
     _check_coverage(entries, adapter, notes)
     for e in entries:
         if e.fallback:
             notes.append(f"{e.name}: {e.fallback}")
-    return Plan(ckpt.source, ckpt.revision, adapter.family, profile, entries, notes)
+    return Plan(ckpt.source, ckpt.revision, adapter.family, profile, entries, notes, fmt)
 
 
-def _check_fused_groups(entries: list[TensorPlan], force: bool, notes: list[str]) -> None:
+def check_fused_groups(entries: list[TensorPlan], force: bool, notes: list[str]) -> None:
+    """One scheme per fused group (an expert layer's gate/up/down of one modality, q/k/v, gate/up):
+    the runtimes read each group through one kernel."""
     groups: dict[str, set] = defaultdict(set)
     for e in entries:
         if e.fused_group:
@@ -172,7 +123,7 @@ def _check_fused_groups(entries: list[TensorPlan], force: bool, notes: list[str]
             msg = (f"fused group {g} mixes schemes {sorted(kinds)}; vLLM runs it through one kernel "
                    "and cannot load mixed bit widths")
             if not force:
-                raise QuantkitError(msg + " (pass --force to write it anyway)")
+                raise PlanRefused(msg + " (pass --force to write it anyway)")
             notes.append("forced: " + msg)
 
 
@@ -184,7 +135,7 @@ def _check_coverage(entries: list[TensorPlan], adapter: Adapter, notes: list[str
         for modality, n in adapter.shape.experts.items():
             missing = [k for k in range(n) if (layer, modality, k) not in seen]
             if missing:
-                raise QuantkitError(f"checkpoint: layer {layer} has no tensors for {modality} experts {missing[:5]}; "
+                raise CheckpointError(f"checkpoint: layer {layer} has no tensors for {modality} experts {missing[:5]}; "
                                     "the checkpoint is incomplete or the config does not match it")
     kept = [e.name for e in entries if e.role.kind == "routed_expert" and not e.quantized]
     if kept:

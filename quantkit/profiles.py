@@ -6,10 +6,9 @@ or a list of them) and/or by `name` (a regex searched in the tensor name). It ei
 `keep: true` (stay at source precision, bit-identical) or gives `bits`, `group_size`, `sym`,
 `method`, `desc_act`. Tensors no rule matches are kept, and that is reported by `inspect`/`plan`.
 
-`format` is `gptq` (the GPTQ checkpoint format, default) or `gguf` (one llama.cpp file; see
-quantkit/gguf). A gguf profile's rules may name the GGML type instead of bits: `gguf_type: Q4_0`
-sets bits, group size and symmetry to the ones that type stores exactly (Q8_0, Q4_0, Q4_1, Q3_K,
-Q2_K; quantkit.gguf.types); kept tensors are F32 (routers, router bias, norms) or their source dtype.
+`format` names a registered output format (quantkit.format; the default format when absent). A
+format may allow keys of its own in rules (`Format.rule_keys`) and resolves them into bits, group
+size and symmetry (`Format.rule_fields`).
 """
 from __future__ import annotations
 
@@ -19,13 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from .errors import QuantkitError
-from .quantize.scheme import SUPPORTED_BITS, QuantScheme
+from .errors import ProfileError, UsageError
+from .format import default_format, format_names, get_format
 from .roles import ALL_KINDS, Role
+from .scheme import SUPPORTED_BITS, QuantScheme
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-_RULE_KEYS = {"role", "name", "keep", "bits", "group_size", "sym", "method", "desc_act", "why", "gguf_type"}
-FORMATS = ("gptq", "gguf")
+_RULE_KEYS = {"role", "name", "keep", "bits", "group_size", "sym", "method", "desc_act", "why"}
 _TOP_KEYS = {"name", "family", "format", "description", "rules"}
 
 
@@ -48,7 +47,7 @@ class Rule:
 class Profile:
     name: str
     family: str
-    format: str = "gptq"
+    format: str = field(default_factory=lambda: default_format().name)
     description: str = ""
     rules: tuple[Rule, ...] = field(default_factory=tuple)
     source: str = ""
@@ -82,39 +81,43 @@ class Profile:
                            "scheme": r.scheme.to_dict() if r.scheme else "keep"} for r in self.rules]}
 
 
-def _parse_rule(raw, where: str, fmt: str = "gptq") -> Rule:
+def _parse_rule(raw, where: str, fmt: str) -> Rule:
     if not isinstance(raw, dict):
-        raise QuantkitError(f"{where}: each rule must be a mapping, got {raw!r}")
-    unknown = set(raw) - _RULE_KEYS
+        raise ProfileError(f"{where}: each rule must be a mapping, got {raw!r}")
+    allowed = _RULE_KEYS | get_format(fmt).rule_keys
+    unknown = set(raw) - allowed
     if unknown:
-        raise QuantkitError(f"{where}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(_RULE_KEYS))}")
+        key = sorted(unknown)[0]
+        owners = [f for f in format_names() if key in get_format(f).rule_keys]
+        if owners:
+            raise ProfileError(f"{where}: `{key}` needs `format: {owners[0]}` at the top of the profile")
+        raise ProfileError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
     roles = raw.get("role", [])
     roles = (roles,) if isinstance(roles, str) else tuple(roles)
     for r in roles:
         if r.split(".")[0] not in ALL_KINDS:
-            raise QuantkitError(f"{where}: unknown role {r!r}; known: {', '.join(ALL_KINDS)}")
+            raise ProfileError(f"{where}: unknown role {r!r}; known: {', '.join(ALL_KINDS)}")
     name = raw.get("name")
     if name is not None:
         try:
             re.compile(name)
         except re.error as e:
-            raise QuantkitError(f"{where}: bad name regex {name!r} ({e})")
+            raise ProfileError(f"{where}: bad name regex {name!r} ({e})")
     if not roles and name is None:
-        raise QuantkitError(f"{where}: a rule needs `role` or `name`")
+        raise ProfileError(f"{where}: a rule needs `role` or `name`")
     if raw.get("keep"):
-        if "bits" in raw or "gguf_type" in raw:
-            raise QuantkitError(f"{where}: a rule cannot both keep and set bits")
+        if "bits" in raw or set(raw) & get_format(fmt).rule_keys:
+            raise ProfileError(f"{where}: a rule cannot both keep and set bits")
         return Rule(roles, name, None, raw.get("why", ""))
-    if "gguf_type" in raw:
-        raw = _gguf_type_fields(raw, where, fmt)
+    raw = get_format(fmt).rule_fields(raw, where)
     if "bits" not in raw:
-        raise QuantkitError(f"{where}: a rule needs `keep: true` or `bits`")
+        raise ProfileError(f"{where}: a rule needs `keep: true` or `bits`")
     try:
         scheme = QuantScheme(bits=int(raw["bits"]), group_size=int(raw.get("group_size", 128)),
                              sym=bool(raw.get("sym", True)), method=str(raw.get("method", "rtn")),
                              desc_act=bool(raw.get("desc_act", False)))
     except (TypeError, ValueError) as e:
-        raise QuantkitError(f"{where}: {e}")
+        raise ProfileError(f"{where}: {e}")
     return Rule(roles, name, scheme, raw.get("why", ""))
 
 
@@ -125,57 +128,60 @@ def load_profile(path_or_name: str | Path) -> Profile:
         shipped = PROFILE_DIR / f"{path_or_name}.yaml"
         if not shipped.is_file():
             names = ", ".join(p.stem for p in sorted(PROFILE_DIR.glob("*.yaml")))
-            raise QuantkitError(f"--profile {path_or_name}: no such file or shipped profile; shipped: {names}")
+            raise ProfileError(f"--profile {path_or_name}: no such file or shipped profile; shipped: {names}")
         path = shipped
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise QuantkitError(f"{path}: invalid YAML ({str(e).splitlines()[0]})")
+        raise ProfileError(f"{path}: invalid YAML ({str(e).splitlines()[0]})")
     if not isinstance(raw, dict):
-        raise QuantkitError(f"{path}: a profile must be a mapping with `family` and `rules`")
+        raise ProfileError(f"{path}: a profile must be a mapping with `family` and `rules`")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise QuantkitError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+        raise ProfileError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(_TOP_KEYS))}")
     if "family" not in raw or not isinstance(raw.get("rules"), list):
-        raise QuantkitError(f"{path}: a profile needs `family` and a list of `rules`")
-    fmt = raw.get("format", "gptq")
-    if fmt not in FORMATS:
-        raise QuantkitError(f"{path}: format {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
+        raise ProfileError(f"{path}: a profile needs `family` and a list of `rules`")
+    fmt = raw.get("format", default_format().name)
+    if fmt not in format_names():
+        raise ProfileError(f"{path}: format {fmt!r} is not supported (supported: {', '.join(format_names())})")
     rules = tuple(_parse_rule(r, f"{path} rule {i + 1}", fmt) for i, r in enumerate(raw["rules"]))
     return Profile(name=raw.get("name", path.stem), family=raw["family"], format=fmt,
                    description=raw.get("description", ""), rules=rules, source=str(path))
 
 
-def _gguf_type_fields(raw: dict, where: str, fmt: str) -> dict:
-    """`gguf_type: Q4_0` -> the bits / group_size / sym that type stores; explicit fields must agree."""
-    from .gguf.types import QUANT_TYPES, known_types_text
-
-    if fmt != "gguf":
-        raise QuantkitError(f"{where}: `gguf_type` needs `format: gguf` at the top of the profile")
-    t = QUANT_TYPES.get(str(raw["gguf_type"]))
-    if t is None:
-        raise QuantkitError(f"{where}: unknown gguf_type {raw['gguf_type']!r}; quantized types: {known_types_text()} "
-                            "(keep a tensor with `keep: true`)")
-    implied = {"bits": t.bits, "group_size": t.group, "sym": t.sym}
-    for key, value in implied.items():
-        if key in raw and raw[key] != value:
-            raise QuantkitError(f"{where}: gguf_type {t.name} is {t.label}, but the rule says {key}: {raw[key]}")
-    return {**raw, **implied}
-
-
 def check_bits(bits: int) -> int:
     if bits not in SUPPORTED_BITS:
-        raise QuantkitError(f"--bits {bits}: supported bit widths are {', '.join(map(str, SUPPORTED_BITS))}")
+        raise UsageError(f"--bits {bits}: supported bit widths are {', '.join(map(str, SUPPORTED_BITS))}")
     return bits
 
 
-def profile_for_bits(family_profile: str, bits: int, fmt: str = "gptq") -> Profile:
-    """`--bits N`: the family's shipped `-wN` profile (`-gguf-wN` for format gguf), else its `-w4`
-    profile with expert bits N."""
+def profile_for_bits(family_profile: str, bits: int, fmt: str | None = None) -> Profile:
+    """`--bits N`: the family's shipped `-wN` profile (`<profile><format suffix>-wN`, e.g. `-gguf-wN`),
+    else its `-w4` profile with expert bits N."""
     check_bits(bits)
-    if fmt == "gguf":
-        family_profile = f"{family_profile}-gguf"
+    family_profile += get_format(fmt).profile_suffix
     exact = PROFILE_DIR / f"{family_profile}-w{bits}.yaml"
     if exact.is_file():
         return load_profile(exact)
     return load_profile(PROFILE_DIR / f"{family_profile}-w4.yaml").with_overrides(expert_bits=bits)
+
+
+def resolve_profile(adapter, *, bits: int | None, profile: str | None,
+                    group_size: int | None = None, method: str | None = None, fmt: str | None = None) -> Profile:
+    """The profile `quantize`/`plan` use: `--profile` (with `--bits` overriding the experts' bits), else
+    the family's `-wN` profile for the format; `--format` rewrites its format (the plan checks the
+    schemes fit), `--group-size` and `--method` override every rule."""
+    asked = get_format(fmt) if fmt is not None else None
+    if asked is not None:
+        asked.check_adapter(adapter)
+    if profile is not None:
+        prof = load_profile(profile)
+        if bits is not None:
+            prof = prof.with_overrides(expert_bits=check_bits(bits))
+    else:
+        prof = profile_for_bits(adapter.default_profile, 4 if bits is None else bits, fmt)
+    if asked is not None and prof.format != asked.name:
+        prof = replace(prof, format=asked.name)  # the profile's schemes, written as the asked format (checked by the plan)
+    if group_size is not None and group_size != -1 and group_size <= 0:
+        raise UsageError(f"--group-size {group_size}: must be a positive number of columns or -1 (per-channel)")
+    return prof.with_overrides(group_size=group_size, method=method)

@@ -26,7 +26,7 @@ def main() -> int:
     import torch
 
     from quantkit.reference.trained import TRAINED_DIR, TRAINED_SHA256, WEIGHTS, build_trained_reference
-    from quantkit.variant import sha256_file
+    from quantkit.manifest import sha256_file
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=TRAINED_DIR, help=f"output directory (default {TRAINED_DIR})")

@@ -1,6 +1,6 @@
 import pytest
 
-from quantkit.adapters import adapter_for
+from quantkit.adapters import adapter_for, real_config
 from quantkit.adapters.ernie45_vl import Ernie45VLAdapter
 from quantkit.checkpoint import Checkpoint
 from quantkit.errors import QuantkitError
@@ -49,7 +49,8 @@ def test_remote_code_flavour_reads_the_same_layout(tiny_vl):
     assert cfg.text_config.mlp_layer_types == native.native_config().text_config.mlp_layer_types
 
 
-@pytest.mark.parametrize("config", [tiny.REAL_ERNIE45_VL_28B_CONFIG_NATIVE, tiny.REAL_ERNIE45_VL_28B_CONFIG_REMOTE],
+@pytest.mark.parametrize("config", [real_config("ERNIE-4.5-VL-28B-A3B", "native"),
+                                    real_config("ERNIE-4.5-VL-28B-A3B", "remote")],
                          ids=["native-PT", "remote-Thinking"])
 def test_real_28b_configs_give_the_real_moe_shape(config):
     s = adapter_for(config).shape
@@ -64,7 +65,7 @@ def test_real_28b_configs_give_the_real_moe_shape(config):
 
 
 def test_real_21b_text_config():
-    s = adapter_for(tiny.REAL_ERNIE45_21B_CONFIG).shape
+    s = adapter_for(real_config("ERNIE-4.5-21B-A3B")).shape
     assert s.experts == {"text": 64} and s.expert_intermediate == {"text": 1536}
     assert s.num_layers == 28 and s.moe_layers[0] == 1 and s.top_k == 6
 
@@ -88,7 +89,7 @@ def test_unknown_architecture_and_unmapped_tensor_are_errors(tiny_vl):
 
 
 def test_bad_remote_config_field_is_named():
-    cfg = dict(tiny.REAL_ERNIE45_VL_28B_CONFIG_REMOTE)
+    cfg = real_config("ERNIE-4.5-VL-28B-A3B", "remote")
     cfg["moe_num_experts"] = [64, 64, 64]
     with pytest.raises(QuantkitError, match="moe_num_experts"):
         Ernie45VLAdapter(cfg)

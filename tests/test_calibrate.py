@@ -10,10 +10,10 @@ from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, open_mode
 from quantkit.calibrate.runner import LayerStream
 from quantkit.calibrate.samples import DEFAULT_SET_DIR as DEFAULT
 from quantkit.calibrate.store import META, CalibrationDir
-from quantkit.errors import QuantkitError
+from quantkit.errors import CalibrationError, UsageError
 from quantkit.loader import dequantized_state_dict, load_source
 from quantkit.reference.inputs import vl_inputs
-from quantkit.variant import MANIFEST
+from quantkit.manifest import MANIFEST
 
 
 def _subset(tmp_path, name, keep):
@@ -86,7 +86,7 @@ def test_calibration_for_another_model_is_refused(tiny_vl, calib_default, tmp_pa
     cfg = json.loads((other / "config.json").read_text())
     cfg["text_config"]["rms_norm_eps"] = 1e-6
     (other / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(QuantkitError, match="recalibrate"):
+    with pytest.raises(CalibrationError, match="recalibrate"):
         quantize(QuantizeOptions(model=str(other), out=tmp_path / "v", bits=4, calib=calib_default[0]))
 
 
@@ -154,7 +154,7 @@ def test_one_shot_sequential_gptq(tiny_vl, tmp_path):
     manifest = json.loads((v / MANIFEST).read_text())
     assert manifest["calibration"]["sequential"] is True and manifest["method"] == ["gptq"]
     assert manifest["solver"]["matrices"] > 0
-    with pytest.raises(QuantkitError, match="--sequential"):
+    with pytest.raises(UsageError, match="--sequential"):
         quantize(QuantizeOptions(model=str(tiny_vl), out=tmp_path / "x", bits=4, calib=tmp_path, sequential=True))
 
 

@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 from quantkit.checkpoint import INDEX_NAME, Checkpoint, ShardWriter, atomic_output_dir
-from quantkit.errors import QuantkitError
+from quantkit.errors import CheckpointError, OutputError
 
 
 def _copy(src, dst):
@@ -34,7 +34,7 @@ def test_missing_shard_is_a_clear_error(tiny_vl, tmp_path):
     d = _copy(tiny_vl, tmp_path / "m")
     shard = sorted(d.glob("model-*.safetensors"))[-1]
     shard.unlink()
-    with pytest.raises(QuantkitError, match=shard.name):
+    with pytest.raises(CheckpointError, match=shard.name):
         Checkpoint.open(d)
 
 
@@ -43,7 +43,7 @@ def test_truncated_shard_is_a_clear_error(tiny_vl, tmp_path):
     shard = sorted(d.glob("model-*.safetensors"))[0]
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
-    with pytest.raises(QuantkitError, match="truncated"):
+    with pytest.raises(CheckpointError, match="truncated"):
         Checkpoint.open(d)
 
 
@@ -51,16 +51,16 @@ def test_garbage_shard_is_a_clear_error(tiny_vl, tmp_path):
     d = _copy(tiny_vl, tmp_path / "m")
     shard = sorted(d.glob("model-*.safetensors"))[0]
     shard.write_bytes(b"\xff" * 64)
-    with pytest.raises(QuantkitError, match="not a readable safetensors"):
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
         Checkpoint.open(d)
 
 
 def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(QuantkitError, match="baidu/ERNIE-4.5-VL-28B-A3B-PT"):
+    with pytest.raises(CheckpointError, match="baidu/ERNIE-4.5-VL-28B-A3B-PT"):
         Checkpoint.open("baidu/ERNIE-4.5-VL-28B-A3B-PT")
-    with pytest.raises(QuantkitError, match="no such directory"):
+    with pytest.raises(CheckpointError, match="no such directory"):
         Checkpoint.open(str(tmp_path / "nope" / "deeper" / "x"))
 
 
@@ -96,7 +96,7 @@ def test_atomic_output_dir_leaves_nothing_on_failure(tmp_path):
     with atomic_output_dir(out) as tmp:
         (tmp / "a").write_text("1")
     assert (out / "a").read_text() == "1"
-    with pytest.raises(QuantkitError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         with atomic_output_dir(out):
             pass
     with atomic_output_dir(out, overwrite=True) as tmp:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from quantkit.cli import main
 from quantkit.errors import QuantkitError
-from quantkit.variant import read_manifest
+from quantkit.manifest import read_manifest
 from quantkit.verify import export_vision_onnx, verify
 
 ort = pytest.importorskip("onnxruntime")

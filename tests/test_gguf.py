@@ -22,19 +22,19 @@ from quantkit.api import QuantizeOptions, make_plan, quantize
 from quantkit.calibrate.store import CalibrationDir
 from quantkit.cli import main
 from quantkit.errors import QuantkitError
-from quantkit.gguf import reader as gguf_reader
-from quantkit.gguf.q2k import gptq_on_grid, rtn_on_grid
-from quantkit.gguf.types import QUANT_TYPES, BlockWeight, decode, encode, tensor_nbytes, type_for_scheme
-from quantkit.gguf.variant import gguf_file
-from quantkit.gguf.writer import predicted_file_bytes
+from quantkit.formats.gguf import reader as gguf_reader
+from quantkit.formats.gguf.q2k import gptq_on_grid, rtn_on_grid
+from quantkit.formats.gguf.types import QUANT_TYPES, BlockWeight, decode, encode, tensor_nbytes, type_for_scheme
+from quantkit.formats.gguf.variant import gguf_file
+from quantkit.formats.gguf.writer import predicted_file_bytes
 from quantkit.loader import load, load_source
-from quantkit.package import verify_files
+from quantkit.manifest import verify_files
 from quantkit.profiles import load_profile
 from quantkit.quantize.gptq import reconstruction_error
 from quantkit.quantize.pipeline import LayerQuantizer
-from quantkit.quantize.scheme import QuantScheme
+from quantkit.scheme import QuantScheme
 from quantkit.reference.tokenizer import CORPUS
-from quantkit.variant import read_manifest
+from quantkit.manifest import read_manifest
 
 
 def run(*args):
@@ -154,7 +154,7 @@ def test_codes_scales_and_mins_in_the_file_are_what_gptq_produced(tiny_text, tin
     in_file = gguf_reader.source_tensors(variant)
     quantized = [e for e in plan.entries if e.quantized]
     expected = {"w8": {"Q8_0"}, "w4": {"Q4_0", "Q8_0"}, "w3": {"Q3_K", "Q8_0"}, "w2": {"Q2_K", "Q4_0"}}[name]
-    assert quantized and {e.gguf_type for e in quantized} == expected
+    assert quantized and {e.storage for e in quantized} == expected
     for e in quantized:
         got, want = in_file[e.name], produced[e.name]
         assert isinstance(got, BlockWeight) and got.same_as(want), e.name
@@ -237,7 +237,7 @@ def test_export_gguf_keeps_gptq_codes_or_names_the_tensor(tiny_text, tmp_path):
     code, out, err = run("export-gguf", g32, "--out", tmp_path / "v4-gguf")
     assert code == 0, err
     from quantkit.loader import dequantized_state_dict
-    from quantkit.quantize.gptq_format import unpack
+    from quantkit.formats.gptq.packing import unpack
     from quantkit.checkpoint import Checkpoint
 
     exported = gguf_reader.source_tensors(tmp_path / "v4-gguf")
@@ -270,8 +270,8 @@ def test_export_gguf_keeps_gptq_codes_or_names_the_tensor(tiny_text, tmp_path):
 
 
 def test_card_memory_and_the_real_21b_sizes(tiny_text_gguf, tmp_path):
-    from quantkit.gguf.memory import LlamaShape, file_bytes, llama_cpp_ram, real_21b_table
-    from quantkit.package import PackageOptions, package
+    from quantkit.formats.gguf.memory import LlamaShape, file_bytes, llama_cpp_ram, real_21b_table
+    from quantkit.publish import PackageOptions, package
 
     variant = tmp_path / "w4"
     shutil.copytree(tiny_text_gguf["w4"], variant)
@@ -296,7 +296,7 @@ def test_card_memory_and_the_real_21b_sizes(tiny_text_gguf, tmp_path):
 
 
 def test_tensors_arriving_out_of_order_are_held_or_spilled(tiny_text, tmp_path):
-    from quantkit.gguf.writer import GGUFFile
+    from quantkit.formats.gguf.writer import GGUFFile
     from quantkit.quantize.pipeline import rtn_produce
 
     ckpt, adapter, plan = make_plan(QuantizeOptions(model=str(tiny_text), out=tmp_path, bits=4, format="gguf",

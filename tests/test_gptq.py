@@ -9,7 +9,7 @@ from quantkit.quantize.gptq import (
     per_expert_reference,
     reconstruction_error,
 )
-from quantkit.quantize.gptq_format import pack, unpack
+from quantkit.formats.gptq.packing import pack, unpack
 from quantkit.quantize.rtn import dequantize_codes, group_scale_zero, quantize_codes, quantize_rtn, quantize_rtn_experts
 
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from quantkit.quantize.gptq_format import pack, packed_nbytes, packed_shapes, unpack
+from quantkit.formats.gptq.packing import pack, packed_nbytes, packed_shapes, unpack
 from quantkit.quantize.rtn import quantize_rtn
-from quantkit.quantize.scheme import QuantizedWeight
+from quantkit.scheme import QuantizedWeight
 
 BITS = (2, 3, 4, 8)
 

@@ -15,7 +15,7 @@ import torch
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from quantkit.gguf.variant import gguf_file  # noqa: E402
+from quantkit.formats.gguf.variant import gguf_file  # noqa: E402
 from quantkit.loader import load, load_source  # noqa: E402
 from quantkit.reference.tokenizer import CORPUS  # noqa: E402
 

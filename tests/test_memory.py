@@ -7,7 +7,7 @@ import pytest
 
 from quantkit.checkpoint import Checkpoint
 from quantkit.profile import memory
-from quantkit.reference.tiny import REAL_ERNIE45_VL_28B_CONFIG_NATIVE, REAL_ERNIE45_VL_28B_CONFIG_REMOTE
+from quantkit.adapters import adapter_for, real_config
 from quantkit.reference.trained import TRAINED_DIR
 
 # The real model, as the issue lists it: hidden 2560, 28 layers (layer 0 dense, 27 MoE layers),
@@ -57,7 +57,7 @@ def test_real_28b_parameter_count_and_bf16_bytes_by_hand():
     bf16 = table["rows"][0]
     assert bf16["precision"] == "bf16" and bf16["weights"] == 2 * params == 58_798_588_672
     # the same numbers from the remote-code (-Thinking) flavour of the config
-    assert memory.real_28b_table(config=REAL_ERNIE45_VL_28B_CONFIG_REMOTE)["params"] == params
+    assert memory.real_28b_table(config=real_config("ERNIE-4.5-VL-28B-A3B", "remote"))["params"] == params
 
 
 def test_real_28b_w4_weights_by_hand():
@@ -106,7 +106,7 @@ def test_quantized_rows_are_ordered_and_above_the_naive_figure():
 def test_tensor_shapes_from_config_match_real_checkpoints(which, tiny_vl):
     path = tiny_vl if which == "tiny" else TRAINED_DIR
     ckpt = Checkpoint.open(path)
-    assert memory.ernie45_vl_tensor_shapes(ckpt.config) == {i.name: i.shape for i in ckpt.infos()}
+    assert adapter_for(ckpt.config).tensor_shapes() == {i.name: i.shape for i in ckpt.infos()}
 
 
 def test_bytes_by_role_equal_the_files(tiny_vl, tiny_vl_w4):
@@ -127,7 +127,7 @@ def test_bytes_by_role_equal_the_files(tiny_vl, tiny_vl_w4):
 
 
 def test_vram_estimate_components():
-    shape = memory.ServingShape.from_config(REAL_ERNIE45_VL_28B_CONFIG_NATIVE)
+    shape = memory.ServingShape.from_config(real_config("ERNIE-4.5-VL-28B-A3B"))
     a = memory.vram_estimate(10**9, shape, 1000, batch=1)
     b = memory.vram_estimate(10**9, shape, 1000, batch=4)
     assert b["kv_cache"] == 4 * a["kv_cache"]

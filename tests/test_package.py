@@ -7,10 +7,12 @@ import yaml
 from click.testing import CliRunner
 
 from quantkit.cli import main
-from quantkit.errors import QuantkitError
-from quantkit.package import (CARD, PackageOptions, SchemeInfo, VariantName, package, read_card_metadata,
-                              render_index_card, resolve_target, variant_name, verify_files)
-from quantkit.variant import MANIFEST, read_manifest
+from quantkit.errors import UsageError, VariantCorrupt
+from quantkit.manifest import MANIFEST, read_manifest, verify_files
+from quantkit.publish import (CARD, PackageOptions, VariantName, package, read_card_metadata, render_index_card,
+                              resolve_target, variant_name)
+from quantkit.scheme import parse_scheme_label
+from quantkit.verify import verify
 from quantkit.version import QUANTKIT_VERSION
 
 BASE = "test-org/tiny-ernie45-vl"
@@ -114,7 +116,7 @@ def test_checksums_cover_the_card_and_verify_files_finds_damage(w4):
     res = CliRunner().invoke(main, ["verify-files", str(w4)])
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines()[-1].startswith("error: ")
-    with pytest.raises(QuantkitError, match="does not match quantkit.json"):
+    with pytest.raises(VariantCorrupt, match="does not match quantkit.json"):
         _package(w4)  # never writes a card over a damaged variant
 
 
@@ -142,7 +144,7 @@ def test_report_table_goes_into_the_card(w4, tmp_path):
     assert "| name | bytes | kl |" in (w4 / CARD).read_text() and "| w4 | 100 | 0.01235 |" in (w4 / CARD).read_text()
 
     (rep / "report.json").unlink()
-    with pytest.raises(QuantkitError, match="no table in report.md"):
+    with pytest.raises(UsageError, match="no table in report.md"):
         _package(w4, report=rep)
 
 
@@ -157,7 +159,7 @@ def test_verdicts_are_recorded(w4, monkeypatch):
     assert "| vllm | not servable | vllm.config_flavour: native \\| flavour |" in text
     assert "| transformers | servable | every check passed |" in text
 
-    import quantkit.package as pkg
+    import quantkit.publish.packaging as pkg
     monkeypatch.setattr(pkg, "collect_verdicts", lambda variant: {"onnxruntime": {"verdict": "pass"}})
     _package(w4, run_verify=True)  # the hook that calls quantkit.verify
     assert "| onnxruntime | pass |" in (w4 / CARD).read_text()
@@ -221,11 +223,11 @@ def test_naming_base_and_targets():
     name = variant_name(m)
     assert resolve_target("org/{name}", None, name) == ("org/ERNIE-4.5-VL-28B-A3B-Thinking-GPTQ-Int4-g128", "main")
     assert resolve_target("org/x", "auto", name) == ("org/x", "GPTQ-Int4-g128")
-    with pytest.raises(QuantkitError, match="placeholder"):
+    with pytest.raises(UsageError, match="placeholder"):
         resolve_target("org/{nope}", None, name)
-    with pytest.raises(QuantkitError, match="ORG/NAME"):
+    with pytest.raises(UsageError, match="ORG/NAME"):
         resolve_target("justaname", None, name)
-    assert SchemeInfo.parse("gptq-w4ch").group_size == -1 and SchemeInfo.parse("keep") is None
+    assert parse_scheme_label("gptq-w4ch").group_size == -1 and parse_scheme_label("keep") is None
 
 
 def test_index_card_metadata():
@@ -269,3 +271,27 @@ def test_gptq_calibration_is_described(w4):
     assert f"sha256 `{'ab' * 32}`" in text and "215 samples, 40976 text and 2640 vision tokens" in text
     assert "vision: 2 of 8 experts under 64 routed tokens (1 with none)" in text
     assert "quantkit calibrate test-org/tiny-ernie45-vl --out calib" in text and "--calib calib" in text
+
+
+@pytest.fixture(scope="module")
+def gguf_w4(tiny_text, tmp_path_factory):
+    from quantkit.api import QuantizeOptions, quantize
+    return quantize(QuantizeOptions(model=str(tiny_text), out=tmp_path_factory.mktemp("g") / "g4", bits=4,
+                                    format="gguf", method="rtn"))
+
+
+@pytest.mark.parametrize("fmt", ["gptq", "gguf"])
+def test_verify_files_and_verify_judge_extra_files_alike(fmt, w4, request, tmp_path):
+    """One ignore rule (quantkit.manifest): a download's `.cache/` is not part of the variant, any
+    other unlisted file is, dot-files included; `verify-files` and `verify` agree on both."""
+    v = w4 if fmt == "gptq" else shutil.copytree(request.getfixturevalue("gguf_w4"), tmp_path / "g4")
+    (v / ".cache").mkdir()
+    (v / ".cache" / "x").write_text("what `hf download --local-dir` keeps")
+    assert verify_files(v).ok
+    assert verify(v, runtimes=(), load=False).check("integrity.checksums").passed
+    (v / ".notes").write_text("not part of the variant")
+    assert [(p.path, p.kind) for p in verify_files(v).problems] == [(".notes", "unlisted")]
+    check = verify(v, runtimes=(), load=False).check("integrity.checksums")
+    assert check.status == "fail" and len(check.details) == 1 and ".notes" in check.details[0]
+    res = CliRunner().invoke(main, ["verify-files", str(v)])
+    assert res.exit_code == 2 and ".notes" in res.stderr and ".cache" not in res.stderr

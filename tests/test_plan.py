@@ -2,10 +2,10 @@ import pytest
 
 from quantkit.adapters import adapter_for
 from quantkit.checkpoint import Checkpoint
-from quantkit.errors import QuantkitError
+from quantkit.errors import PlanRefused, ProfileError
 from quantkit.plan import build_plan
 from quantkit.profiles import load_profile, profile_for_bits
-from quantkit.quant_config import build_quantization_config, module_scheme
+from quantkit.formats.gptq.config import build_quantization_config, module_scheme
 
 
 def _plan(model_dir, profile, **kw):
@@ -48,14 +48,14 @@ def test_mixed_bits_in_a_fused_group_is_refused_unless_forced(tiny_vl, tmp_path)
     f.write_text("family: ernie45_vl\nrules:\n"
                  "  - role: routed_expert\n    name: 'down_proj'\n    bits: 8\n"
                  "  - role: routed_expert\n    bits: 4\n")
-    with pytest.raises(QuantkitError, match="fused group layers.1.experts.text mixes"):
+    with pytest.raises(PlanRefused, match="fused group layers.1.experts.text mixes"):
         _plan(tiny_vl, load_profile(f))
     plan = _plan(tiny_vl, load_profile(f), force=True)
     assert any(n.startswith("forced:") for n in plan.notes)
     qkv = tmp_path / "qkv.yaml"
     qkv.write_text("family: ernie45_vl\nrules:\n  - role: attention\n    name: 'q_proj'\n    bits: 4\n"
                    "  - role: attention\n    bits: 8\n")
-    with pytest.raises(QuantkitError, match="qkv mixes"):
+    with pytest.raises(PlanRefused, match="qkv mixes"):
         _plan(tiny_vl, load_profile(qkv))
 
 
@@ -63,12 +63,12 @@ def test_quantizing_a_router_or_vision_tower_is_refused(tiny_vl, tmp_path):
     for role in ("router", "vision_tower"):
         f = tmp_path / f"{role}.yaml"
         f.write_text(f"family: ernie45_vl\nrules:\n  - role: {role}\n    bits: 8\n")
-        with pytest.raises(QuantkitError, match=f"quantized {role}"):
+        with pytest.raises(PlanRefused, match=f"quantized {role}"):
             _plan(tiny_vl, load_profile(f))
 
 
 def test_profile_of_another_family_is_refused(tiny_vl):
-    with pytest.raises(QuantkitError, match="is for ernie45_moe"):
+    with pytest.raises(ProfileError, match="is for ernie45_moe"):
         _plan(tiny_vl, load_profile("ernie45-moe-w4"))
 
 

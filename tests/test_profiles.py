@@ -1,6 +1,6 @@
 import pytest
 
-from quantkit.errors import QuantkitError
+from quantkit.errors import ProfileError, UsageError
 from quantkit.profiles import PROFILE_DIR, load_profile, profile_for_bits
 from quantkit.roles import Role
 
@@ -23,7 +23,7 @@ def test_bits_pick_the_family_profile_and_override_experts():
     p3 = profile_for_bits("ernie45-vl", 3)
     assert p3.scheme_for("x", EXPERT).bits == 3
     assert p3.scheme_for("x", Role("attention", 1, proj="q")).bits == 8
-    with pytest.raises(QuantkitError, match="--bits 5"):
+    with pytest.raises(UsageError, match="--bits 5"):
         profile_for_bits("ernie45-vl", 5)
     with_gs = load_profile("ernie45-vl-w4").with_overrides(group_size=32, method="rtn")
     assert with_gs.scheme_for("x", EXPERT).group_size == 32 and with_gs.scheme_for("x", EXPERT).method == "rtn"
@@ -55,11 +55,11 @@ def test_name_regex_rules_apply_in_order(tmp_path):
 def test_bad_profiles_name_the_problem(tmp_path, body, message):
     f = tmp_path / "bad.yaml"
     f.write_text(body)
-    with pytest.raises(QuantkitError, match=message) as e:
+    with pytest.raises(ProfileError, match=message) as e:
         load_profile(f)
     assert str(f) in str(e.value)
 
 
 def test_unknown_profile_name():
-    with pytest.raises(QuantkitError, match="shipped: .*ernie45-vl-w4"):
+    with pytest.raises(ProfileError, match="shipped: .*ernie45-vl-w4"):
         load_profile("nope-w4")

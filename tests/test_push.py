@@ -11,10 +11,9 @@ from click.testing import CliRunner
 
 from hub_server import HubServer
 from quantkit.cli import main
-from quantkit.errors import QuantkitError
-from quantkit.hub import PushOptions, push
-from quantkit.package import CARD, PackageOptions, package, read_card_metadata, verify_files
-from quantkit.variant import MANIFEST, read_manifest
+from quantkit.errors import HubError, UsageError, VariantCorrupt
+from quantkit.manifest import MANIFEST, read_manifest, verify_files
+from quantkit.publish import CARD, PackageOptions, PushOptions, package, push, read_card_metadata
 
 BASE = "test-org/tiny-ernie45-vl"
 TOKEN = "hf_test_write_token"
@@ -121,7 +120,7 @@ def test_retry_of_a_pushed_variant_changes_nothing(hub, variants):
 def test_branch_with_different_content_is_refused_then_updated(hub, variants):
     _push(hub, variants["w4"], "test-org/y", "shared")
     before = hub.snapshot()
-    with pytest.raises(QuantkitError, match="already holds another variant") as e:
+    with pytest.raises(HubError, match="already holds another variant") as e:
         _push(hub, variants["w2"], "test-org/y", "shared")
     assert "\n" not in str(e.value) and "--update" in str(e.value)
     assert hub.snapshot() == before
@@ -133,7 +132,7 @@ def test_branch_with_different_content_is_refused_then_updated(hub, variants):
 
 def test_missing_token_is_one_line_and_sends_nothing(hub, variants, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
-    with pytest.raises(QuantkitError, match="no Hub token: set HF_TOKEN"):
+    with pytest.raises(HubError, match="no Hub token: set HF_TOKEN"):
         _push(hub, variants["w4"], "test-org/z")
     assert hub.requests == []
     res = CliRunner().invoke(main, ["push", str(variants["w4"]), "--repo", "test-org/z"],
@@ -152,7 +151,7 @@ def test_token_from_the_saved_login(hub, variants, monkeypatch):
 
 def test_rejected_token(hub, variants, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_token")
-    with pytest.raises(QuantkitError, match=r"the Hub rejected the token \(401"):
+    with pytest.raises(HubError, match=r"the Hub rejected the token \(401"):
         _push(hub, variants["w4"], "test-org/z")
 
 
@@ -160,21 +159,31 @@ def test_permission_denied_leaves_the_remote_as_it_was(hub, variants, monkeypatc
     _push(hub, variants["w4"], "test-org/p")
     before = hub.snapshot()
     monkeypatch.setenv("HF_TOKEN", "hf_bob")  # bob is not in test-org
-    with pytest.raises(QuantkitError, match=r"permission denied \(403\).*cannot write to test-org") as e:
+    with pytest.raises(HubError, match=r"permission denied \(403\).*cannot write to test-org") as e:
         _push(hub, variants["w2"], "test-org/p", "auto")
     assert "\n" not in str(e.value)
-    with pytest.raises(QuantkitError, match=r"permission denied \(403\)"):
+    with pytest.raises(HubError, match=r"permission denied \(403\)"):
         _push(hub, variants["w2"], "test-org/new-repo")  # create_repo in a namespace bob cannot write
     assert hub.snapshot() == before
+
+
+def test_hub_errors_name_the_repo(hub, variants, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_token")
+    with pytest.raises(HubError, match="test-org/named"):  # 401 while creating the repo test-org/named
+        _push(hub, variants["w4"], "test-org/named")
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(HubError, match="no Hub token.*test-org/named"):
+        _push(hub, variants["w4"], "test-org/named")
 
 
 def test_network_failure_no_server(hub, variants):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again below: nothing listens there
-    with pytest.raises(QuantkitError, match="network failure while creating the repo") as e:
+    with pytest.raises(HubError, match="network failure while creating the repo") as e:
         push(PushOptions(variant=variants["w4"], repo="test-org/n", endpoint=f"http://127.0.0.1:{port}"))
     assert "nothing was committed" in str(e.value) and "\n" not in str(e.value)
+    assert "test-org/n" in str(e.value)  # every push error names the repo
 
 
 def test_failed_commit_leaves_the_remote_as_it_was_and_retry_works(hub, variants):
@@ -182,12 +191,12 @@ def test_failed_commit_leaves_the_remote_as_it_was_and_retry_works(hub, variants
     _push(hub, variants["w4"], repo, "auto")
     before = hub.snapshot()
     hub.fail("commit", drop=True)  # the connection drops before the Hub answers
-    with pytest.raises(QuantkitError, match="network failure while committing to") as e:
+    with pytest.raises(HubError, match="network failure while committing to") as e:
         _push(hub, variants["w2"], repo, "auto")
     assert "re-run the same command" in str(e.value)
     assert hub.snapshot() == before  # the branch this push created is rolled back
     hub.fail("commit", status=500)
-    with pytest.raises(QuantkitError, match=r"the Hub failed while committing to .*HTTP 500"):
+    with pytest.raises(HubError, match=r"the Hub failed while committing to .*HTTP 500"):
         _push(hub, variants["w2"], repo, "auto")
     assert hub.snapshot() == before
     r = _push(hub, variants["w2"], repo, "auto")  # the retry
@@ -197,7 +206,7 @@ def test_failed_commit_leaves_the_remote_as_it_was_and_retry_works(hub, variants
 
 def test_lost_answer_then_retry_is_a_no_op(hub, variants):
     hub.fail("commit", drop=True, after=True)  # the commit lands, its answer is lost
-    with pytest.raises(QuantkitError, match="may not have landed"):
+    with pytest.raises(HubError, match="may not have landed"):
         _push(hub, variants["w4"], "test-org/lost")
     r = _push(hub, variants["w4"], "test-org/lost")
     assert r.unchanged
@@ -217,18 +226,18 @@ def test_branch_moved_meanwhile(hub, variants, monkeypatch):
         return out
 
     monkeypatch.setattr(HfApi, "list_repo_tree", tree_then_someone_pushes)
-    with pytest.raises(QuantkitError, match=r"moved while committing.*412"):
+    with pytest.raises(HubError, match=r"moved while committing.*412"):
         _push(hub, variants["w4"], "test-org/race")
     assert set(hub.branch_files("test-org/race")) == {".gitattributes", "other.txt"}
 
 
 def test_refuses_a_variant_without_card_or_with_bad_checksums(hub, variants, tmp_path, tiny_vl_w4):
     bare = shutil.copytree(tiny_vl_w4, tmp_path / "bare")
-    with pytest.raises(QuantkitError, match="no model card; run `quantkit package"):
+    with pytest.raises(UsageError, match="no model card; run `quantkit package"):
         _push(hub, bare, "test-org/c")
     bad = shutil.copytree(variants["w4"], tmp_path / "bad")
     (bad / "config.json").write_text((bad / "config.json").read_text().replace("gptq", "gptQ", 1))
-    with pytest.raises(QuantkitError, match="does not match quantkit.json"):
+    with pytest.raises(VariantCorrupt, match="does not match quantkit.json"):
         _push(hub, bad, "test-org/c", dry_run=True)
     assert hub.requests == []
 

@@ -9,7 +9,7 @@ import quantkit
 from quantkit.checkpoint import Checkpoint, read_safetensors_header
 from quantkit.loader import load_source
 from quantkit.reference.inputs import vl_inputs
-from quantkit.variant import MANIFEST, sha256_file
+from quantkit.manifest import MANIFEST, sha256_file
 
 
 def _kl_per_token(ref_logits, logits):
@@ -100,11 +100,11 @@ def test_tensors_reading_one_input_are_solved_as_one_unit(tiny_vl):
     """gate+up of each expert and q/k/v form one unit (one Hessian, one factorisation); units of one
     modality's experts are batched; down projections stay alone."""
     from quantkit.api import make_plan, QuantizeOptions
-    from quantkit.quantize.pipeline import MAX_BATCH, _batches
+    from quantkit.quantize.pipeline import MAX_BATCH, solve_batches
 
     ckpt, adapter, plan = make_plan(QuantizeOptions(model=str(tiny_vl), out="unused", bits=4))
     layer = [e for e in plan.entries if e.role.layer == 1 and e.quantized]
-    batches = _batches(layer, adapter.input_group)
+    batches = solve_batches(layer, adapter.input_group)
     assert sorted(e.name for b in batches for unit in b for e in unit) == sorted(e.name for e in layer)
     for batch in batches:
         assert len(batch) <= MAX_BATCH

@@ -18,6 +18,7 @@ from transformers import (
     Ernie4_5_VLMoeForConditionalGeneration,
 )
 
+from quantkit.adapters import real_config
 from quantkit.reference import tiny
 
 INDEX = "model.safetensors.index.json"
@@ -178,7 +179,7 @@ def test_remote_code_config_is_flat(tiny_vl):
     assert remote["pixel_hidden_size"] == vision["hidden_size"] == remote["vision_config"]["embed_dim"]
     assert remote["vision_config"]["mlp_ratio"] * vision["hidden_size"] == vision["intermediate_size"]
     assert remote["freq_allocation"] == text["rope_parameters"]["mrope_section"][2]
-    assert set(tiny.REAL_ERNIE45_VL_28B_CONFIG_REMOTE) - set(remote) <= {
+    assert set(real_config("ERNIE-4.5-VL-28B-A3B", "remote")) - set(remote) <= {
         "moe_capacity", "moe_multimodal_dispatch_use_allgather"}  # training-only fields
     assert {"AutoConfig", "AutoModelForCausalLM"} <= set(remote["auto_map"])
 
@@ -189,14 +190,14 @@ def test_remote_code_config_is_flat(tiny_vl):
 
 
 def test_real_configs_agree_and_have_the_published_sizes():
-    derived = tiny.remote_code_config(tiny.REAL_ERNIE45_VL_28B_CONFIG_NATIVE)
-    real = tiny.REAL_ERNIE45_VL_28B_CONFIG_REMOTE
+    derived = tiny.remote_code_config(real_config("ERNIE-4.5-VL-28B-A3B", "native"))
+    real = real_config("ERNIE-4.5-VL-28B-A3B", "remote")
     shared = set(derived) & set(real) - {"moe_layer_end_index"}  # the Hub file says [29, 28] for 28 layers
     assert {k: derived[k] for k in shared} == {k: real[k] for k in shared}
 
     with torch.device("meta"):
-        vl = Ernie4_5_VLMoeForConditionalGeneration(Ernie4_5_VLMoeConfig(**tiny.REAL_ERNIE45_VL_28B_CONFIG_NATIVE))
-        text = Ernie4_5_MoeForCausalLM(Ernie4_5_MoeConfig(**tiny.REAL_ERNIE45_21B_CONFIG))
+        vl = Ernie4_5_VLMoeForConditionalGeneration(Ernie4_5_VLMoeConfig(**real_config("ERNIE-4.5-VL-28B-A3B")))
+        text = Ernie4_5_MoeForCausalLM(Ernie4_5_MoeConfig(**real_config("ERNIE-4.5-21B-A3B")))
     # Hub safetensors totals: 29.4B (ERNIE-4.5-VL-28B-A3B) and 21.8B (ERNIE-4.5-21B-A3B).
     assert sum(p.numel() for p in vl.parameters()) == pytest.approx(29.4e9, rel=0.005)
     assert sum(p.numel() for p in text.parameters()) == pytest.approx(21.8e9, rel=0.005)

@@ -11,7 +11,7 @@ from quantkit.checkpoint import Checkpoint
 from quantkit.loader import load_source
 from quantkit.reference import task, trained
 from quantkit.reference.trained import TRAINED_DIR
-from quantkit.variant import sha256_file
+from quantkit.manifest import sha256_file
 
 EVAL_PER_KIND = 40  # 9 kinds -> 360 held-out items
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from quantkit.calibrate.samples import DEFAULT_SET_DIR, encode_sample, load_samples
-from quantkit.errors import QuantkitError
+from quantkit.errors import CalibrationError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = DEFAULT_SET_DIR
@@ -170,7 +170,7 @@ def write_set(root: Path, lines: list, pictures: dict[str, bytes] | None = None,
 ])
 def test_loader_errors_name_the_sample(tmp_path, lines, pictures, error):
     path = write_set(tmp_path, lines, pictures)
-    with pytest.raises(QuantkitError, match=error):
+    with pytest.raises(CalibrationError, match=error):
         load_samples(path)
 
 
@@ -181,7 +181,7 @@ def test_loader_reads_every_jsonl_of_a_directory_and_string_content(tmp_path):
     assert [s.id for s in loaded] == ["a", "two-1"]  # a missing id becomes FILE-LINE
     assert loaded.samples[1].messages[0]["content"] == [{"type": "text", "text": "Hello?"}]
     assert loaded.samples[0].images == [(tmp_path / "pic.png").resolve()]
-    with pytest.raises(QuantkitError, match="no such calibration file"):
+    with pytest.raises(CalibrationError, match="no such calibration file"):
         load_samples(tmp_path / "absent.jsonl")
 
 
@@ -215,9 +215,9 @@ def test_encode_keeps_the_reasoning_of_thinking_samples(processor, default_set):
 
 def test_encode_rejects_samples_over_the_limit(processor, default_set):
     sample = default_set.samples[0]
-    with pytest.raises(QuantkitError, match=rf"sample '{sample.id}': \d+ tokens, longer than the limit of 8"):
+    with pytest.raises(CalibrationError, match=rf"sample '{sample.id}': \d+ tokens, longer than the limit of 8"):
         encode_sample(processor, sample, max_tokens=8)
-    with pytest.raises(QuantkitError, match="longer than the limit of 8"):
+    with pytest.raises(CalibrationError, match="longer than the limit of 8"):
         next(load_samples(DEFAULT, max_tokens=8).encode(processor))
 
 
@@ -231,9 +231,9 @@ def test_encode_user_sets(processor, tmp_path):
     assert encode_sample(processor, loaded.samples[0])["pixel_values"].shape[0] > 0
     open_question = encode_sample(processor, loaded.samples[1])  # ends on a user turn: generation prompt added
     assert "Assistant:" in processor.tokenizer.decode(open_question["input_ids"][0])
-    with pytest.raises(QuantkitError, match="sample 'placeholder': the processor rejected it: .*no images"):
+    with pytest.raises(CalibrationError, match="sample 'placeholder': the processor rejected it: .*no images"):
         encode_sample(processor, loaded.samples[2])
-    with pytest.raises(QuantkitError, match="sample 'marker': text-only, yet the processor marks 1 of its tokens as vision"):
+    with pytest.raises(CalibrationError, match="sample 'marker': text-only, yet the processor marks 1 of its tokens as vision"):
         encode_sample(processor, loaded.samples[3])
 
 

@@ -14,9 +14,9 @@ from quantkit.api import QuantizeOptions, quantize
 from quantkit.cli import main
 from quantkit.errors import QuantkitError
 from quantkit.verify import verify
-from quantkit.verify.integrity import VariantFiles, scan_tensors
-from quantkit.verify.onnx_check import cross_check, stream_values
-from quantkit.variant import MANIFEST, file_checksums, read_manifest
+from quantkit.formats.gptq.integrity import VariantFiles, scan_tensors
+from quantkit.formats.gptq.onnx_check import cross_check, stream_values
+from quantkit.manifest import MANIFEST, file_checksums, read_manifest
 
 pytest.importorskip("onnxruntime")
 
@@ -126,7 +126,7 @@ def test_correct_4bit_variant_is_servable_everywhere(good):
 
 # -- the acceptance list: each broken variant names its exact failure -------------------------------
 def test_quantized_router_is_refused_for_vllm(good, tmp_path):
-    from quantkit.quantize.gptq_format import pack
+    from quantkit.formats.gptq.packing import pack
     from quantkit.quantize.rtn import quantize_rtn
 
     d = copy_variant(good, tmp_path)
@@ -365,7 +365,7 @@ def test_three_bit_is_reported_not_checkable(tiny_vl, tmp_path):
 def test_packing_bug_shared_by_writer_and_loader_is_caught(good, tmp_path, monkeypatch):
     """Codes written with the nibbles of every byte swapped, and a loader with the same bug: the round
     trip through quantkit agrees with itself, onnxruntime (which follows the format) does not."""
-    import quantkit.loader as loader
+    import quantkit.formats.gptq.reader as loader  # the GPTQ reading quantkit.load uses
 
     def swap_nibbles(w: torch.Tensor) -> torch.Tensor:
         b = w.contiguous().view(torch.uint8)

@@ -1,7 +1,7 @@
 """The publishing workflow, `make publish` and publish/variants.yaml call things that exist.
 
 The workflow is parsed and checked for its shape, its secrets, and that every `make` target and
-`quantkit` / `python -m quantkit.hub` command it runs exists and parses with the real Click
+`quantkit` / `python -m quantkit.publish.plan` command it runs exists and parses with the real Click
 definitions. actionlint runs too where it is installed (skipped otherwise).
 """
 import json
@@ -16,8 +16,8 @@ import yaml
 from click.testing import CliRunner
 
 from quantkit.cli import main
-from quantkit.hub import load_publish_config, publish_commands, publish_matrix
-from quantkit.hub import main as hub_main
+from quantkit.publish.plan import load_publish_config, publish_commands, publish_matrix
+from quantkit.publish.plan import main as plan_main
 from quantkit.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,14 +102,14 @@ def test_run_steps_call_real_make_targets_and_commands(capsys):
             step_arg = [w.split("=", 1)[1] for w in words if w.startswith("STEP=")]
             if step_arg:
                 publish_commands(load_publish_config(CONFIG), "out", step=step_arg[0])  # a step it knows
-        elif "quantkit.hub" in line:
-            sub = re.search(r"python -m quantkit\.hub (\w+) \"\$PUBLISH_CONFIG\"", line).group(1)
+        elif "quantkit.publish.plan" in line:
+            sub = re.search(r"python -m quantkit\.publish\.plan (\w+) \"\$PUBLISH_CONFIG\"", line).group(1)
             assert sub == "matrix", line
             assert step["env"]["ONLY"] == "${{ inputs.only }}"  # inputs reach the script through env only
-            seen.add("quantkit.hub " + sub)
-    assert seen == {"install", "publish", "quantkit.hub matrix"}
+            seen.add("quantkit.publish.plan " + sub)
+    assert seen == {"install", "publish", "quantkit.publish.plan matrix"}
     # what the plan job prints is a valid matrix of the config's variant ids
-    assert hub_main(["matrix", str(CONFIG), "--only", ""]) == 0
+    assert plan_main(["matrix", str(CONFIG), "--only", ""]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == {"variant": [v["id"] for v in load_publish_config(CONFIG)["variants"]]}
 
@@ -155,7 +155,7 @@ def test_make_publish_runs_the_plan():
     out = subprocess.run(["make", "-n", "publish", "PUSH=1", "ONLY=w4", "STEP=variant"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "-m quantkit.hub commands publish/variants.yaml" in out.stdout
+    assert "-m quantkit.publish.plan commands publish/variants.yaml" in out.stdout
     assert "--step variant" in out.stdout and "--only w4" in out.stdout and "--push" in out.stdout
     dry = subprocess.run(["make", "-n", "publish"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "--push" not in dry.stdout  # dry run by default
@@ -164,7 +164,7 @@ def test_make_publish_runs_the_plan():
 def test_rehearsal_of_the_variant_step_runs(tiny_vl, tmp_path, monkeypatch):
     """The generated variant step, run through the CLI on the tiny model with RTN: quantize, package,
     verify-files and a dry-run push."""
-    import quantkit.package as pkg
+    import quantkit.publish.packaging as pkg
 
     monkeypatch.setattr(pkg, "collect_verdicts", lambda variant: None)  # keep it fast
     cfg_path = tmp_path / "variants.yaml"

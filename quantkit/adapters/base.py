@@ -5,8 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import QuantkitError
+from ..errors import CheckpointError
 from ..roles import Role
+
+
+def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, value_bytes: int) -> int:
+    """K and V of every layer for one token: 2 x layers x kv_heads x head_dim x value bytes (standard
+    multi-head / grouped-query attention; a family with another cache layout overrides
+    `Adapter.kv_cache_bytes_per_token`)."""
+    return 2 * layers * kv_heads * head_dim * value_bytes
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,18 @@ class Adapter:
     default_profile: str = ""
     # transformers class used by quantkit.load / calibration for this family
     model_class_name: str = ""
+    # config.json `model_type` values this adapter reads (every flavour of the family)
+    model_types: tuple[str, ...] = ()
+    # Published checkpoints of the family, by model name: {flavour: config.json}, the first flavour the
+    # default. Lets sizes and shapes of the real models be computed without downloading them
+    # (`adapters.real_config`).
+    REAL_CONFIGS: dict[str, dict[str, dict]] = {}
+
+    # -- GGUF (llama.cpp) ------------------------------------------------------------------------
+    # llama.cpp's architecture for this family (`general.architecture`, a `gguf.MODEL_ARCH_NAMES`
+    # value); None: llama.cpp has none, and `gguf_unsupported` says so in the refusal.
+    gguf_arch: str | None = None
+    gguf_unsupported: str = ""
 
     def __init__(self, config: dict):
         self.config = config
@@ -54,7 +73,7 @@ class Adapter:
 
     @classmethod
     def matches(cls, config: dict) -> bool:
-        raise NotImplementedError
+        return config.get("model_type") in cls.model_types
 
     def _moe_shape(self) -> MoEShape:
         raise NotImplementedError
@@ -67,8 +86,20 @@ class Adapter:
             m = rule._rx.fullmatch(name)
             if m:
                 return rule.make(m)
-        raise QuantkitError(f"tensor {name}: not recognised by the {self.family} adapter; "
-                            "the checkpoint does not match its architecture")
+        raise CheckpointError(f"tensor {name}: not recognised by the {self.family} adapter; "
+                              "the checkpoint does not match its architecture")
+
+    # -- shapes from the config alone --------------------------------------------------------------
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor of a checkpoint of this config (on-disk names, the Hub / `save_pretrained`
+        layout) with its shape, computed from the config alone: the plan (and so the exact bytes of
+        every profile) of a model that is not on this machine."""
+        raise NotImplementedError
+
+    def kv_cache_bytes_per_token(self, value_bytes: int) -> int:
+        """Bytes of the KV cache per token of context at `value_bytes` per cached value."""
+        s = self.shape
+        return kv_cache_bytes(s.num_layers, s.num_key_value_heads, s.head_dim, value_bytes)
 
     def fused_group(self, name: str, role: Role) -> str | None:
         """Tensors that one runtime kernel reads together and that must therefore share a bit
@@ -108,6 +139,17 @@ class Adapter:
 
     def vllm_router_name(self, modality: str) -> str:
         return "gate"
+
+    def vllm_config_problems(self, config: dict) -> list[str] | None:
+        """What keeps vLLM's model code for this family from building the model out of `config`
+        ([] if nothing); None when vLLM reads the family's transformers config as it is."""
+        return None
+
+    def vllm_tensor_patterns(self) -> list[str]:
+        """Regexes (fullmatch) of every tensor name vLLM's loader for this family maps to a parameter,
+        quantized modules' `qweight/qzeros/scales/g_idx` included; a routed expert's pattern names its
+        on-disk expert number `(?P<k>...)`."""
+        raise NotImplementedError
 
     def native_config(self):
         """A transformers config object for instantiating the model class (any flavour on disk)."""
@@ -225,9 +267,8 @@ class LayerRunner:
         del state
         left = [n for n, p in list(module.named_parameters()) + list(module.named_buffers()) if p.is_meta]
         if missing or unexpected or left:
-            from ..errors import QuantkitError
-            raise QuantkitError(f"layer {layer}: checkpoint tensors do not fit the model "
-                                f"(missing {(missing or left)[:3]}, unexpected {unexpected[:3]})")
+            raise CheckpointError(f"layer {layer}: checkpoint tensors do not fit the model "
+                                  f"(missing {(missing or left)[:3]}, unexpected {unexpected[:3]})")
         return module.to(torch.float32).eval()
 
     def _layer_class(self):

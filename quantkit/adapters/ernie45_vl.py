@@ -15,12 +15,137 @@ import re
 
 import torch
 
-from ..errors import QuantkitError
+from ..errors import CheckpointError
 from ..roles import Role
 from .base import Adapter, LayerRunner, MoEShape, NameRule
 
 NATIVE = "ernie4_5_vl_moe"
 REMOTE = "ernie4_5_moe_vl"
+
+# Module names of the remote code in the -Thinking / pre-transformers -PT repos. Reconstructed: the
+# config class is `Ernie4_5_VLMoEConfig` (model_type "ernie4_5_moe_vl") of configuration_ernie4_5_vl.py,
+# the Baidu remote code that transformers copied into src/transformers/models/ernie4_5_vl/ during the port.
+REMOTE_AUTO_MAP = {
+    "AutoConfig": "configuration_ernie4_5_vl.Ernie4_5_VLMoEConfig",
+    "AutoModel": "modeling_ernie4_5_vl.Ernie4_5_VLMoeForConditionalGeneration",
+    "AutoModelForCausalLM": "modeling_ernie4_5_vl.Ernie4_5_VLMoeForConditionalGeneration",
+}
+
+# baidu/ERNIE-4.5-VL-28B-A3B-PT, transformers-native flavour. Source: the defaults of
+# transformers/models/ernie4_5_vl_moe/configuration_ernie4_5_vl_moe.py (documented as that checkpoint),
+# with rope_parameters, mlp_layer_types and the text/vision split as written by
+# convert_ernie4_5_vl_moe_to_hf.py (moe_layer_start_index 1, interval 1 -> layer 0 dense).
+ERNIE45_VL_28B_NATIVE = {
+    "architectures": ["Ernie4_5_VLMoeForConditionalGeneration"],
+    "model_type": "ernie4_5_vl_moe",
+    "dtype": "bfloat16",
+    "tie_word_embeddings": True,
+    "image_token_id": 100295,
+    "image_start_token_id": 101304,
+    "image_end_token_id": 101305,
+    "video_token_id": 103367,
+    "video_start_token_id": 101306,
+    "video_end_token_id": 101307,
+    "text_config": {
+        "model_type": "ernie4_5_vl_moe_text",
+        "vocab_size": 103424,
+        "hidden_size": 2560,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 20,
+        "num_key_value_heads": 4,
+        "hidden_act": "silu",
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-5,
+        "use_cache": True,
+        "use_bias": False,
+        "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [22, 22, 20]},
+        "mlp_layer_types": ["dense"] + ["sparse"] * 27,
+        "moe_intermediate_size": [1536, 512],
+        "moe_k": 6,
+        "moe_num_experts": 64,
+        "moe_num_shared_experts": 2,
+        "moe_norm_min": 1e-12,
+        "router_aux_loss_coef": 0.001,
+    },
+    "vision_config": {
+        "model_type": "ernie4_5_vl_moe_vision",
+        "depth": 32,
+        "hidden_size": 1280,
+        "hidden_act": "quick_gelu",
+        "intermediate_size": 5120,
+        "num_heads": 16,
+        "in_channels": 3,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_merge_size": 2,
+        "rms_norm_eps": 1e-6,
+    },
+}
+
+# baidu/ERNIE-4.5-VL-28B-A3B-Thinking, remote-code flavour (flat). Field names: the remote config class
+# (configuration_ernie4_5_vl.py, see REMOTE_AUTO_MAP) and the keys convert_ernie4_5_vl_moe_to_hf.py reads
+# from the Hub config.json (im_patch_id, moe_layer_*_index lists, vision mlp_ratio, spatial/temporal
+# conv sizes); vLLM's ernie45_vl*.py reads pixel_hidden_size, freq_allocation, vision embed_dim (asserted
+# equal to hidden_size). Values: the ERNIE repo's VL SFT defaults for this model (moe_layer_end_index
+# [29, 28], moe_use_aux_free, dispatch mode, moe_capacity) and the 28B architecture above. pad/bos/eos
+# 0/1/2 follow the tokenizer (<unk>, <s>, </s>).
+ERNIE45_VL_28B_REMOTE = {
+    "architectures": ["Ernie4_5_VLMoeForConditionalGeneration"],
+    "auto_map": REMOTE_AUTO_MAP,
+    "model_type": "ernie4_5_moe_vl",
+    "torch_dtype": "bfloat16",
+    "vocab_size": 103424,
+    "hidden_size": 2560,
+    "intermediate_size": 12288,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 20,
+    "num_key_value_heads": 4,
+    "hidden_act": "silu",
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-5,
+    "use_bias": False,
+    "use_cache": True,
+    "use_rmsnorm": True,
+    "tie_word_embeddings": True,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "rope_theta": 500000,
+    "rope_3d": True,
+    "freq_allocation": 20,
+    "moe_num_experts": [64, 64],
+    "moe_intermediate_size": [1536, 512],
+    "moe_k": 6,
+    "moe_num_shared_experts": 2,
+    "moe_layer_start_index": [1, 1],
+    "moe_layer_end_index": [29, 28],
+    "moe_layer_interval": 1,
+    "moe_use_aux_free": True,
+    "moe_capacity": [128, 128, 128],
+    "moe_multimodal_dispatch_use_allgather": "v2-alltoall-unpad-text",
+    "im_patch_id": 100295,
+    "max_text_id": 100295,
+    "pixel_hidden_size": 1280,
+    "spatial_conv_size": 2,
+    "temporal_conv_size": 2,
+    "use_temporal_conv": True,
+    "vision_config": {
+        "model_type": "DFNRope_vision_transformer",
+        "depth": 32,
+        "embed_dim": 1280,
+        "hidden_size": 1280,
+        "hidden_act": "quick_gelu",
+        "mlp_ratio": 4,
+        "num_heads": 16,
+        "in_channels": 3,
+        "patch_size": 14,
+        "spatial_patch_size": 14,
+        "spatial_merge_size": 2,
+        "attn_implementation": "eager",
+    },
+}
 
 _PROJ = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
          "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
@@ -49,6 +174,52 @@ def ernie_decoder_rules(expert_role) -> list[NameRule]:
     ]
 
 
+def mlp_shapes(prefix: str, intermediate: int, hidden: int) -> dict[str, tuple[int, ...]]:
+    """gate/up/down of one gated MLP (an expert, the shared experts, a dense MLP)."""
+    return {prefix + "gate_proj.weight": (intermediate, hidden), prefix + "up_proj.weight": (intermediate, hidden),
+            prefix + "down_proj.weight": (hidden, intermediate)}
+
+
+def ernie_decoder_layer_shapes(s: MoEShape, n: int, dense_intermediate: int) -> dict[str, tuple[int, ...]]:
+    """What every ERNIE-4.5 decoder layer n holds besides its routed experts and routers (both families):
+    norms, attention, and the dense MLP (a dense layer) or the shared experts (a MoE layer)."""
+    h, d = s.hidden_size, s.head_dim
+    q, kv = s.num_attention_heads * d, s.num_key_value_heads * d
+    p = f"model.layers.{n}."
+    out = {p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+           p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
+           p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q)}
+    if n not in s.moe_layers:
+        out.update(mlp_shapes(p + "mlp.", dense_intermediate, h))
+    elif s.shared_experts:
+        out.update(mlp_shapes(p + "mlp.shared_experts.", s.expert_intermediate["text"] * s.shared_experts, h))
+    return out
+
+
+_LINEAR_SUFFIX = r"(?:weight|bias|qweight|qzeros|scales|g_idx)"
+_PACKED_SUFFIX = r"(?:weight|qweight|qzeros|scales|g_idx)"
+
+
+def ernie_vllm_tensor_patterns(vision: bool) -> list[str]:
+    """The tensor names vLLM's ERNIE-4.5 loaders map to a parameter (vLLM ernie45_vl_moe.py
+    Ernie4_5_VLMoeForCausalLM.load_weights: stacked_params_mapping, expert_params_mapping,
+    gate.weight -> text_experts_gate, gate.weight_1 -> vision_experts_gate; ernie45_moe.py for the
+    text-only family): experts `mlp.experts.K.{gate,up,down}_proj.*`, attention, dense and shared MLP,
+    routers only `mlp.gate.weight` (and `.weight_1` for the vision router), the routing bias, norms,
+    embeddings, and (VL) the vision tower / resampler in float."""
+    L = r"model\.layers\.(?P<n>\d+)\."
+    out = [r"lm_head\.weight", r"model\.embed_tokens\.weight", r"model\.norm\.weight",
+           L + r"(?:input_layernorm|post_attention_layernorm)\.weight",
+           L + r"self_attn\.[qkvo]_proj\." + _LINEAR_SUFFIX,
+           L + r"mlp\.(?:shared_experts\.)?(?:gate|up|down)_proj\." + _LINEAR_SUFFIX,
+           L + r"mlp\.experts\.(?P<k>\d+)\.(?:gate|up|down)_proj\." + _PACKED_SUFFIX,
+           L + (r"mlp\.gate\.weight(?:_1)?" if vision else r"mlp\.gate\.weight"),
+           L + r"mlp\.moe_statics\.e_score_correction_bias"]
+    if vision:
+        out.append(r"model\.(?:vision_model|resampler_model)\..+\.(?:weight|bias)")
+    return out
+
+
 _EXPERT_WEIGHT = re.compile(r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight")
 
 
@@ -75,17 +246,17 @@ def _as_pair(v, what: str) -> tuple[int, int]:
         return v, v
     if isinstance(v, (list, tuple)) and len(v) == 2:
         return int(v[0]), int(v[1])
-    raise QuantkitError(f"config.json: {what} must be an int or a [text, vision] pair, got {v!r}")
+    raise CheckpointError(f"config.json: {what} must be an int or a [text, vision] pair, got {v!r}")
 
 
 class Ernie45VLAdapter(Adapter):
     family = "ernie45_vl"
     default_profile = "ernie45-vl"
     model_class_name = "Ernie4_5_VLMoeForConditionalGeneration"
-
-    @classmethod
-    def matches(cls, config: dict) -> bool:
-        return config.get("model_type") in (NATIVE, REMOTE)
+    model_types = (NATIVE, REMOTE)
+    REAL_CONFIGS = {"ERNIE-4.5-VL-28B-A3B": {"native": ERNIE45_VL_28B_NATIVE, "remote": ERNIE45_VL_28B_REMOTE}}
+    gguf_unsupported = ("llama.cpp has no ERNIE-4.5-VL architecture (only the text ERNIE-4.5 MoE, arch ernie4_5-moe, "
+                        "Ernie4_5_MoeForCausalLM)")
 
     @property
     def flavour(self) -> str:
@@ -126,13 +297,13 @@ class Ernie45VLAdapter(Adapter):
                 head_dim=int(t.get("head_dim") or hidden // heads), vocab_size=int(t["vocab_size"]),
                 vision_depth=v_depth, vision_hidden=v_hidden)
         except KeyError as e:
-            raise QuantkitError(f"config.json: missing field {e.args[0]} for {c.get('model_type')}")
+            raise CheckpointError(f"config.json: missing field {e.args[0]} for {c.get('model_type')}")
 
     def _expert_role(self, m) -> Role:
         k, e_text = int(m["k"]), self.shape.experts["text"]
         total = e_text + self.shape.experts["vision"]
         if k >= total:
-            raise QuantkitError(f"tensor {m.string}: expert {k} beyond the {total} the config declares")
+            raise CheckpointError(f"tensor {m.string}: expert {k} beyond the {total} the config declares")
         modality, idx = ("text", k) if k < e_text else ("vision", k - e_text)
         return Role("routed_expert", int(m["n"]), modality, idx, _PROJ[m["p"]])
 
@@ -152,6 +323,87 @@ class Ernie45VLAdapter(Adapter):
 
     def vllm_router_name(self, modality: str) -> str:
         return f"{modality}_experts_gate"
+
+    def vllm_tensor_patterns(self) -> list[str]:
+        return ernie_vllm_tensor_patterns(vision=True)
+
+    def vllm_config_problems(self, config: dict) -> list[str]:
+        """vLLM's ERNIE-4.5-VL code reads the remote-code config only: model_type ernie4_5_moe_vl, flat
+        `moe_num_experts` [text, vision] with equal counts (asserted), `moe_layer_start_index` /
+        `moe_layer_end_index` / `moe_intermediate_size` as [text, vision] lists, `spatial_conv_size`,
+        `temporal_conv_size`, `pixel_hidden_size`, `im_patch_id`, and vision_config `embed_dim` (asserted
+        equal to `hidden_size`), `depth`, `num_heads`, `mlp_ratio`; it registers the architecture
+        Ernie4_5_VLMoeForConditionalGeneration. Source: vLLM ernie45_vl_moe.py Ernie4_5_VLMoeMoE.__init__,
+        ernie45_vl.py Ernie4_5_VisionTransformer / Ernie4_5_VLMoeForConditionalGeneration.__init__."""
+        c = config
+        bad = []
+        if c.get("model_type") != REMOTE:
+            bad.append(f"model_type {c.get('model_type')!r} is the transformers-native flavour; vLLM reads the "
+                       f"remote-code {REMOTE!r} config (keep the source's flavour)")
+        else:
+            for k in ("moe_num_experts", "moe_layer_start_index", "moe_intermediate_size"):
+                if not (isinstance(c.get(k), list) and len(c[k]) == 2):
+                    bad.append(f"{k} must be a [text, vision] list, got {c.get(k)!r}")
+            if isinstance(c.get("moe_num_experts"), list) and len(set(c["moe_num_experts"])) != 1:
+                bad.append(f"moe_num_experts {c['moe_num_experts']}: vLLM asserts equal text and vision counts")
+            if "moe_layer_end_index" in c and not isinstance(c["moe_layer_end_index"], list):
+                bad.append("moe_layer_end_index must be a [text, vision] list")
+            for k in ("spatial_conv_size", "temporal_conv_size", "pixel_hidden_size", "im_patch_id"):
+                if k not in c:
+                    bad.append(f"{k} missing")
+            vc = c.get("vision_config") or {}
+            for k in ("embed_dim", "hidden_size", "depth", "num_heads", "mlp_ratio"):
+                if k not in vc:
+                    bad.append(f"vision_config.{k} missing")
+            if "embed_dim" in vc and vc.get("hidden_size") != vc["embed_dim"]:
+                bad.append("vision_config.hidden_size != embed_dim (asserted)")
+        if "Ernie4_5_VLMoeForConditionalGeneration" not in (c.get("architectures") or []):
+            bad.append(f"architectures {c.get('architectures')}: vLLM registers Ernie4_5_VLMoeForConditionalGeneration")
+        return bad
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The Hub / `save_pretrained` layout of the module docstring (as quantkit.reference.tiny
+        builds it); `tests/test_memory.py` checks it against real checkpoints' headers."""
+        s = self.shape
+        native = self.native_config()
+        text, vision = native.text_config, native.vision_config
+        h = s.hidden_size
+        e_text, e_vis = s.experts["text"], s.experts["vision"]
+        i_text, i_vis = s.expert_intermediate["text"], s.expert_intermediate["vision"]
+        out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (s.vocab_size, h), "model.norm.weight": (h,)}
+        if not getattr(text, "tie_word_embeddings", True) and not getattr(native, "tie_word_embeddings", True):
+            out["lm_head.weight"] = (s.vocab_size, h)
+        for n in range(s.num_layers):
+            p = f"model.layers.{n}."
+            out.update(ernie_decoder_layer_shapes(s, n, int(text.intermediate_size)))
+            if n not in s.moe_layers:
+                continue
+            for k in range(e_text + e_vis):
+                out.update(mlp_shapes(f"{p}mlp.experts.{k}.", i_text if k < e_text else i_vis, h))
+            out.update({p + "mlp.gate.weight": (h, e_text), p + "mlp.gate.weight_1": (h, e_vis),
+                        p + "mlp.moe_statics.e_score_correction_bias": (2, e_text)})
+        hv, iv = int(vision.hidden_size), int(vision.intermediate_size)
+        patch_in = int(vision.in_channels) * int(vision.patch_size) ** 2
+        v = "model.vision_model."
+        out[v + "patch_embed.proj.weight"] = (hv, patch_in)
+        for b in range(int(vision.depth)):
+            bp = f"{v}blocks.{b}."
+            out.update({bp + "attn.qkv.weight": (3 * hv, hv), bp + "attn.qkv.bias": (3 * hv,),
+                        bp + "attn.proj.weight": (hv, hv), bp + "attn.proj.bias": (hv,),
+                        bp + "mlp.fc1.weight": (iv, hv), bp + "mlp.fc1.bias": (iv,),
+                        bp + "mlp.fc2.weight": (hv, iv), bp + "mlp.fc2.bias": (hv,),
+                        bp + "norm1.weight": (hv,), bp + "norm1.bias": (hv,),
+                        bp + "norm2.weight": (hv,), bp + "norm2.bias": (hv,)})
+        out.update({v + "ln.weight": (hv,), v + "ln.bias": (hv,)})
+        sp = hv * int(vision.spatial_merge_size) ** 2
+        tp = sp * int(vision.temporal_merge_size)
+        r = "model.resampler_model."
+        for name, first_in in (("spatial_linear", sp), ("temporal_linear", tp)):
+            out.update({f"{r}{name}.0.weight": (sp, first_in), f"{r}{name}.0.bias": (sp,),
+                        f"{r}{name}.2.weight": (sp, sp), f"{r}{name}.2.bias": (sp,),
+                        f"{r}{name}.3.weight": (sp,), f"{r}{name}.3.bias": (sp,)})
+        out.update({r + "mlp.weight": (h, sp), r + "mlp.bias": (h,), r + "after_norm.weight": (h,)})
+        return out
 
     def runner(self) -> "Ernie45VLRunner":
         return Ernie45VLRunner(self)

@@ -8,7 +8,7 @@ import torch
 
 from ..adapters.base import Adapter
 from ..checkpoint import Checkpoint
-from ..errors import QuantkitError
+from ..errors import CalibrationError
 from .samples import SampleSet, default_set_dir, encode_sample, load_samples
 
 
@@ -36,7 +36,7 @@ def encode_samples(ckpt: Checkpoint, adapter: Adapter, samples: str | Path | Non
         processor = AutoTokenizer.from_pretrained(str(ckpt.path))
         usable = [s for s in sample_set.samples if not s.has_media]
         if not usable:
-            raise QuantkitError(f"--samples {path}: no text-only sample for the text model {ckpt.source}")
+            raise CalibrationError(f"--samples {path}: no text-only sample for the text model {ckpt.source}")
     inputs = [encode_sample(processor, s, max_tokens=max_tokens) for s in usable]
     text = vision = 0
     for x in inputs:

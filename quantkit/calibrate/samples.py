@@ -11,7 +11,7 @@ line is one chat sample::
 Only ``messages`` is required. Roles are ``system``/``user``/``assistant``; content is a string or a
 list of ``text``/``image``/``video`` items; a video is a list of frame images (optional ``"fps"``).
 Relative paths are relative to the JSONL file. Loading opens every picture, so a set that loads is a
-set that encodes; every problem is a one-line ``QuantkitError`` naming the file, line and sample.
+set that encodes; every problem is a one-line ``CalibrationError`` naming the file, line and sample.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Iterator
 import torch
 from PIL import Image
 
-from quantkit.errors import QuantkitError
+from quantkit.errors import CalibrationError, UsageError
 
 SAMPLES_FILE = "samples.jsonl"
 ROLES = ("system", "user", "assistant")
@@ -107,19 +107,19 @@ class SampleSet:
 def load_samples(path: str | Path, *, max_tokens: int | None = None) -> SampleSet:
     """Read and validate a JSONL file or a directory of them; every referenced picture is opened."""
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
-        raise QuantkitError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        raise UsageError(f"max_tokens must be a positive integer, got {max_tokens!r}")
     files = _jsonl_files(Path(path))
     loader = _Loader()
     for file in files:
         loader.read_file(file)
     if not loader.samples:
-        raise QuantkitError(f"{path}: no calibration samples (the set is empty)")
+        raise CalibrationError(f"{path}: no calibration samples (the set is empty)")
     return SampleSet(loader.samples, loader.hasher.hexdigest(), files, max_tokens)
 
 
 def default_set_dir() -> Path:
     if not (DEFAULT_SET_DIR / SAMPLES_FILE).is_file():
-        raise QuantkitError(f"the default calibration set is not at {DEFAULT_SET_DIR} (an incomplete install?); "
+        raise CalibrationError(f"the default calibration set is not at {DEFAULT_SET_DIR} (an incomplete install?); "
                             "pass --samples FILE.jsonl|DIR (or run calibration/make_default_set.py in a checkout)")
     return DEFAULT_SET_DIR
 
@@ -130,10 +130,10 @@ def _jsonl_files(path: Path) -> list[Path]:
             return [path / SAMPLES_FILE]
         files = sorted(p for p in path.glob("*.jsonl") if p.is_file())
         if not files:
-            raise QuantkitError(f"{path}: no {SAMPLES_FILE} or other *.jsonl file in this directory")
+            raise CalibrationError(f"{path}: no {SAMPLES_FILE} or other *.jsonl file in this directory")
         return files
     if not path.is_file():
-        raise QuantkitError(f"{path}: no such calibration file or directory")
+        raise CalibrationError(f"{path}: no such calibration file or directory")
     return [path]
 
 
@@ -150,7 +150,7 @@ class _Loader:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise QuantkitError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise CalibrationError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         # split("\n"), not splitlines(): JSON strings may hold U+2028, which splitlines() breaks on.
         for lineno, line in enumerate(text.split("\n"), start=1):
             if line.strip():
@@ -162,7 +162,7 @@ class _Loader:
         sid = _sample_id(where, record, default=f"{file.stem}-{lineno}")
         where = f"{where}: sample {sid!r}"
         if sid in self.seen_ids:
-            raise QuantkitError(f"{where}: duplicate id (first used at {self.seen_ids[sid]})")
+            raise CalibrationError(f"{where}: duplicate id (first used at {self.seen_ids[sid]})")
         self.seen_ids[sid] = f"{file}:{lineno}"
         messages = [self.read_message(where, k, m, file.parent) for k, m in enumerate(_messages(where, record))]
         return Sample(id=sid, kind=_str_field(where, record, "kind", "custom"),
@@ -172,12 +172,12 @@ class _Loader:
     def read_message(self, where: str, k: int, message, base: Path) -> dict:
         where = f"{where}: messages[{k}]"
         if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise QuantkitError(f"{where}: needs a role among {', '.join(ROLES)}")
+            raise CalibrationError(f"{where}: needs a role among {', '.join(ROLES)}")
         content = message.get("content")
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
         if not isinstance(content, list) or not content:
-            raise QuantkitError(f"{where}: content must be a string or a non-empty list of items")
+            raise CalibrationError(f"{where}: content must be a string or a non-empty list of items")
         items = [self.read_item(f"{where}.content[{j}]", item, base) for j, item in enumerate(content)]
         return {"role": message["role"], "content": items}
 
@@ -185,21 +185,21 @@ class _Loader:
         kind = item.get("type") if isinstance(item, dict) else None
         if kind == "text":
             if not isinstance(item.get("text"), str):
-                raise QuantkitError(f"{where}: a text item needs a string 'text'")
+                raise CalibrationError(f"{where}: a text item needs a string 'text'")
             return {"type": "text", "text": item["text"]}
         if kind == "image":
             return {"type": "image", "image": str(self.check_picture(where, item.get("image"), base))}
         if kind == "video":
             return self.read_video(where, item, base)
-        raise QuantkitError(f"{where}: unknown content type {kind!r} (expected text, image or video)")
+        raise CalibrationError(f"{where}: unknown content type {kind!r} (expected text, image or video)")
 
     def read_video(self, where: str, item: dict, base: Path) -> dict:
         frames = item.get("video")
         if not isinstance(frames, list) or not frames:
-            raise QuantkitError(f"{where}: a video item needs 'video': a non-empty list of frame image paths")
+            raise CalibrationError(f"{where}: a video item needs 'video': a non-empty list of frame image paths")
         fps = item.get("fps", DEFAULT_VIDEO_FPS)
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
-            raise QuantkitError(f"{where}: 'fps' must be a positive number, got {fps!r}")
+            raise CalibrationError(f"{where}: 'fps' must be a positive number, got {fps!r}")
         paths = [str(self.check_picture(f"{where} frame {j}", f, base)) for j, f in enumerate(frames)]
         return {"type": "video", "video": paths, "fps": float(fps)}
 
@@ -222,52 +222,52 @@ def _parse_json(where: str, line: str) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise QuantkitError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise CalibrationError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
-        raise QuantkitError(f"{where}: each line must be a JSON object, got {type(record).__name__}")
+        raise CalibrationError(f"{where}: each line must be a JSON object, got {type(record).__name__}")
     return record
 
 
 def _sample_id(where: str, record: dict, default: str) -> str:
     sid = record.get("id", default)
     if not isinstance(sid, (str, int)) or isinstance(sid, bool) or sid == "":
-        raise QuantkitError(f"{where}: 'id' must be a non-empty string, got {sid!r}")
+        raise CalibrationError(f"{where}: 'id' must be a non-empty string, got {sid!r}")
     return str(sid)
 
 
 def _messages(where: str, record: dict) -> list:
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise QuantkitError(f"{where}: missing 'messages' (a non-empty list of chat turns)")
+        raise CalibrationError(f"{where}: missing 'messages' (a non-empty list of chat turns)")
     return messages
 
 
 def _str_field(where: str, record: dict, key: str, default: str) -> str:
     value = record.get(key, default)
     if not isinstance(value, str):
-        raise QuantkitError(f"{where}: '{key}' must be a string, got {value!r}")
+        raise CalibrationError(f"{where}: '{key}' must be a string, got {value!r}")
     return value
 
 
 def _thinking(where: str, record: dict) -> bool:
     value = record.get("thinking", False)
     if not isinstance(value, bool):
-        raise QuantkitError(f"{where}: 'thinking' must be true or false, got {value!r}")
+        raise CalibrationError(f"{where}: 'thinking' must be true or false, got {value!r}")
     return value
 
 
 def _resolve(where: str, ref, base: Path) -> Path:
     if not isinstance(ref, str) or not ref:
-        raise QuantkitError(f"{where}: needs a picture path (string)")
+        raise CalibrationError(f"{where}: needs a picture path (string)")
     if ref.startswith(("http://", "https://")):
-        raise QuantkitError(f"{where}: remote picture {ref!r} is not supported; download it and give its path")
+        raise CalibrationError(f"{where}: remote picture {ref!r} is not supported; download it and give its path")
     path = Path(ref.removeprefix("file://")).expanduser()
     return (path if path.is_absolute() else base / path).resolve()
 
 
 def _read_picture(where: str, path: Path) -> bytes:
     if not path.is_file():
-        raise QuantkitError(f"{where}: picture not found: {path}")
+        raise CalibrationError(f"{where}: picture not found: {path}")
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -275,7 +275,7 @@ def _read_picture(where: str, path: Path) -> bytes:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # verify() misses truncated pixel data
     except Exception as exc:  # PIL raises many types for broken files
-        raise QuantkitError(f"{where}: cannot read picture {path}: {exc}") from None
+        raise CalibrationError(f"{where}: cannot read picture {path}: {exc}") from None
     return data
 
 
@@ -296,11 +296,11 @@ def encode_sample(processor, sample: Sample, *, max_tokens: int | None = None) -
     try:
         batch = processor(text=[text], return_tensors="pt", **media)
     except Exception as exc:  # the processor's own checks (placeholder counts, sizes...)
-        raise QuantkitError(f"{sample.where()}: the processor rejected it: {exc}") from None
+        raise CalibrationError(f"{sample.where()}: the processor rejected it: {exc}") from None
     inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     length = inputs["input_ids"].shape[-1]
     if max_tokens is not None and length > max_tokens:
-        raise QuantkitError(f"{sample.where()}: {length} tokens, longer than the limit of {max_tokens}; "
+        raise CalibrationError(f"{sample.where()}: {length} tokens, longer than the limit of {max_tokens}; "
                             "shorten the sample (or smaller pictures) or raise the limit")
     _check_vision_tokens(sample, inputs)
     return inputs
@@ -339,7 +339,7 @@ def _load_rgb(sample: Sample, path: Path) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB")
     except Exception as exc:  # moved or damaged since the set was loaded
-        raise QuantkitError(f"{sample.where()}: cannot read picture {path}: {exc}") from None
+        raise CalibrationError(f"{sample.where()}: cannot read picture {path}: {exc}") from None
 
 
 def _check_vision_tokens(sample: Sample, inputs: dict[str, torch.Tensor]) -> None:
@@ -349,8 +349,8 @@ def _check_vision_tokens(sample: Sample, inputs: dict[str, torch.Tensor]) -> Non
         return  # this processor does not mark modalities
     vision = int((types != 0).sum())
     if sample.has_media and vision == 0:
-        raise QuantkitError(f"{sample.where()}: it has pictures but no token is marked as vision; "
+        raise CalibrationError(f"{sample.where()}: it has pictures but no token is marked as vision; "
                             "does the chat template place the image/video placeholders?")
     if not sample.has_media and vision:
-        raise QuantkitError(f"{sample.where()}: text-only, yet the processor marks {vision} of its tokens as "
+        raise CalibrationError(f"{sample.where()}: text-only, yet the processor marks {vision} of its tokens as "
                             "vision (does its text contain image or video marker tokens?)")

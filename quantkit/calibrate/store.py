@@ -17,7 +17,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import Checkpoint
-from ..errors import QuantkitError
+from ..errors import CalibrationError
 from .runner import LayerCalibration
 
 META = "calibration.json"
@@ -83,29 +83,29 @@ class CalibrationDir:
         self.path = Path(path)
         meta = self.path / META
         if not meta.is_file():
-            raise QuantkitError(f"--calib {path}: no {META}; run `quantkit calibrate` first")
+            raise CalibrationError(f"--calib {path}: no {META}; run `quantkit calibrate` first")
         try:
             self.meta = json.loads(meta.read_text())
         except json.JSONDecodeError as e:
-            raise QuantkitError(f"{meta}: invalid JSON ({e})")
+            raise CalibrationError(f"{meta}: invalid JSON ({e})")
         if self.meta.get("format_version") != FORMAT_VERSION:
-            raise QuantkitError(f"{meta}: calibration format {self.meta.get('format_version')} is not "
+            raise CalibrationError(f"{meta}: calibration format {self.meta.get('format_version')} is not "
                                 f"{FORMAT_VERSION}; recalibrate with this quantkit")
 
     def check_matches(self, ckpt: Checkpoint) -> None:
         if self.meta["source"]["fingerprint"] != model_fingerprint(ckpt):
-            raise QuantkitError(f"--calib {self.path}: made for {self.meta['source']['id']} "
+            raise CalibrationError(f"--calib {self.path}: made for {self.meta['source']['id']} "
                                 f"(revision {self.meta['source'].get('revision')}), which differs from "
                                 f"{ckpt.source}; recalibrate for this model")
 
     def layer(self, n: int) -> LayerCalibration:
         rec = self.meta["layers"].get(str(n))
         if rec is None:
-            raise QuantkitError(f"--calib {self.path}: no statistics for layer {n}")
+            raise CalibrationError(f"--calib {self.path}: no statistics for layer {n}")
         path = self.path / rec["file"]
         try:
             hessians = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
-            raise QuantkitError(f"{path}: unreadable ({e.__class__.__name__}); recalibrate")
+            raise CalibrationError(f"{path}: unreadable ({e.__class__.__name__}); recalibrate")
         return LayerCalibration(n, hessians, {k: int(v) for k, v in rec["tokens"].items()}, rec["groups"],
                                 rec["sources"], rec["routing"])

@@ -25,7 +25,8 @@ from typing import Callable
 
 import torch
 
-from ..errors import QuantkitError
+from ..errors import UsageError, VariantCorrupt
+from ..format import format_of_variant
 from ..version import QUANTKIT_VERSION
 
 DEFAULT_CONTEXTS = (4096, 32768)
@@ -48,9 +49,9 @@ def parse_contexts(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v.strip().lower().replace("k", "000")) for v in str(text).split(",") if v.strip())
     except ValueError:
-        raise QuantkitError(f"--context {text}: expected token counts such as 4096,32768")
+        raise UsageError(f"--context {text}: expected token counts such as 4096,32768")
     if not values or any(v <= 0 for v in values):
-        raise QuantkitError(f"--context {text}: expected positive token counts such as 4096,32768")
+        raise UsageError(f"--context {text}: expected positive token counts such as 4096,32768")
     return values
 
 
@@ -91,21 +92,10 @@ def _resolve_paths(opts: ProfileOptions) -> tuple[Path, list[Path]]:
     variants = [Path(v) for v in opts.variants]
     for p in [ref, *variants]:
         if not (p / "config.json").is_file():
-            raise QuantkitError(f"{p}: not a model directory (no config.json)")
+            raise VariantCorrupt(f"{p}: not a model directory (no config.json)")
     for v in variants:
-        cfg = json.loads((v / "config.json").read_text())
-        if _manifest(v).get("format") == "gguf":
-            continue  # a GGUF variant: quantkit.load reads its .gguf, memory.file_bytes its tensor table
-        if (cfg.get("quantization_config") or {}).get("quant_method") != "gptq":
-            raise QuantkitError(f"{v}: not a quantkit/GPTQ variant (no GPTQ quantization_config in config.json)")
+        format_of_variant(v).check_variant(v)
     return ref, variants
-
-
-def _gguf_real_table(contexts) -> dict:
-    """GGUF variants: predicted file sizes and llama.cpp RAM of the shipped GGUF profiles for the real
-    ERNIE-4.5-21B-A3B, next to its public GGUFs (quantkit.gguf.memory)."""
-    from ..gguf.memory import real_21b_table
-    return real_21b_table(tuple(contexts))
 
 
 def reference_of(variant: str | Path) -> str | None:
@@ -132,7 +122,7 @@ def profile(opts: ProfileOptions, log: Callable[[str], None] = lambda m: None) -
         items = task.generate("eval", opts.eval_items_per_kind)
         source = str(task.write_jsonl(items, out / "eval" / "eval.jsonl"))
     if not items:
-        raise QuantkitError(f"--eval {opts.eval}: no items")
+        raise UsageError(f"--eval {opts.eval}: no items")
     batches = accuracy.prepare_batches(processor, items, opts.batch_size)
     config = json.loads((ref_dir / "config.json").read_text())
     shape = memory.ServingShape.from_config(config, max_image_patches=memory.max_image_patches(ref_dir))
@@ -142,10 +132,9 @@ def profile(opts: ProfileOptions, log: Callable[[str], None] = lambda m: None) -
     def memory_of(path: Path) -> dict:
         m = memory.file_bytes(path)
         m["vram"] = {str(c): memory.vram_estimate(m["tensor_bytes"], shape, c, opts.batch) for c in opts.contexts}
-        if "by_type" in m:  # a GGUF variant: what llama.cpp holds on CPU (quantkit.gguf.memory)
-            from ..gguf.memory import LlamaShape, llama_cpp_ram
-            lshape = LlamaShape.from_config(json.loads((path / "config.json").read_text()))
-            m["llama_cpp_ram"] = {str(c): llama_cpp_ram(m["tensor_bytes"], lshape, c) for c in opts.contexts}
+        # the format's own runtime, e.g. what llama.cpp holds on CPU for a GGUF variant
+        m.update(format_of_variant(path).serving_memory(path, json.loads((path / "config.json").read_text()),
+                                                         tuple(opts.contexts)))
         return m
 
     timer = accuracy.Timer()
@@ -209,8 +198,8 @@ def profile(opts: ProfileOptions, log: Callable[[str], None] = lambda m: None) -
         "variants": rows,
         "pareto": pareto,
         "real_ernie45_vl_28b": memory.real_28b_table(opts.contexts, opts.batch),
-        **({"real_ernie45_21b_gguf": _gguf_real_table(opts.contexts)}
-           if any(_manifest(p).get("format") == "gguf" for p in variant_dirs) else {}),
+        **{key: table for fmt in {format_of_variant(p) for p in variant_dirs}
+           for key, table in fmt.real_model_memory(tuple(opts.contexts)).items()},
         "notes": _notes(reference, rows),
     }
     report.write(result, out)

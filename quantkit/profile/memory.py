@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..adapters import adapter_for
-from ..checkpoint import INDEX_NAME, SINGLE_NAME, ConfigCheckpoint, read_safetensors_header
+from ..adapters import adapter_for, real_config
+from ..checkpoint import ConfigCheckpoint
+from ..format import format_of_variant
 
 GiB = 2**30
 GB = 10**9
@@ -48,86 +48,16 @@ ACT_BYTES = 2  # bf16 activations
 # (transformers' Ernie4_5_VLMoeImageProcessor defaults; see quantkit.reference.tiny).
 REAL_MAX_IMAGE_PATCHES = 6177 * 4
 
-_PACKED = (".qweight", ".qzeros", ".scales", ".g_idx")
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                 "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 # -- bytes by role, from the files -----------------------------------------------------------------
 
-def shard_files(model_dir: str | Path) -> list[Path]:
-    model_dir = Path(model_dir)
-    index = model_dir / INDEX_NAME
-    if index.is_file():
-        return [model_dir / s for s in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    return [model_dir / SINGLE_NAME]
-
-
 def file_bytes(model_dir: str | Path) -> dict:
-    """Bytes of a model directory's weights, by role, read from the safetensors headers.
-
-    Returns ``{"files": {shard: size}, "file_bytes", "header_bytes", "tensor_bytes", "params",
-    "by_role": {label: {"tensors", "params", "bytes", "bits_per_param"}}}`` where ``file_bytes`` is the
-    sum of the shards' sizes on disk (= ``tensor_bytes + header_bytes``), ``tensors`` counts weights
-    (a quantized module's four packed tensors count once) and ``params`` counts the weights' elements
-    (for a quantized module: out x in of the weight it stands for)."""
-    model_dir = Path(model_dir)
-    from ..gguf.variant import is_gguf_variant
-    if is_gguf_variant(model_dir):  # one .gguf: its tensor table (quantkit.gguf.memory)
-        from ..gguf.memory import file_bytes as gguf_file_bytes
-        return gguf_file_bytes(model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
-    adapter = adapter_for(config, where=str(model_dir / "config.json"))
-    files, by_role = {}, {}
-    header_total = tensor_total = 0
-    for path in shard_files(model_dir):
-        size = os.path.getsize(path)
-        header = read_safetensors_header(path)
-        files[path.name] = size
-        data = sum(v["data_offsets"][1] - v["data_offsets"][0] for v in header.values())
-        tensor_total += data
-        header_total += size - data
-        shapes = {n: v["shape"] for n, v in header.items()}
-        for name, meta in header.items():
-            nbytes = meta["data_offsets"][1] - meta["data_offsets"][0]
-            weight, part = _weight_name(name)
-            role = adapter.role_of(weight)
-            row = by_role.setdefault(role.label, {"tensors": 0, "params": 0, "bytes": 0})
-            row["bytes"] += nbytes
-            if part is None:
-                row["tensors"] += 1
-                row["params"] += math.prod(meta["shape"])
-            elif part == ".qweight":
-                module = weight[: -len(".weight")]
-                row["tensors"] += 1
-                row["params"] += _quantized_params(shapes, module, meta["shape"])
-    for row in by_role.values():
-        row["bits_per_param"] = round(8 * row["bytes"] / row["params"], 4) if row["params"] else None
-    return {"files": files, "file_bytes": sum(files.values()), "header_bytes": header_total,
-            "tensor_bytes": tensor_total, "params": sum(r["params"] for r in by_role.values()),
-            "by_role": dict(sorted(by_role.items()))}
-
-
-def _weight_name(name: str) -> tuple[str, str | None]:
-    for suffix in _PACKED:
-        if name.endswith(suffix):
-            return name[: -len(suffix)] + ".weight", suffix
-    return name, None
-
-
-def _quantized_params(shapes: dict, module: str, qweight_shape) -> int:
-    g_idx, scales = shapes.get(module + ".g_idx"), shapes.get(module + ".scales")
-    if g_idx is not None and scales is not None:
-        return int(g_idx[0]) * int(scales[1])  # in x out
-    raise ValueError(f"{module}: qweight without g_idx/scales in the same shard")
-
-
-
-
-def kv_cache_bytes_per_token(layers: int, kv_heads: int, head_dim: int, value_bytes: int) -> int:
-    """K and V of every layer for one token: 2 x layers x kv_heads x head_dim x value bytes (one formula
-    for the serving VRAM estimate here and llama.cpp's RAM in quantkit.gguf.memory)."""
-    return 2 * layers * kv_heads * head_dim * value_bytes
+    """Bytes of a model directory's weights, by role, from its files (the variant's format reads them;
+    a source checkpoint reads as the default format's plain safetensors shards). See Format.file_bytes."""
+    return format_of_variant(model_dir).file_bytes(Path(model_dir))
 
 
 # -- the model's serving shape ---------------------------------------------------------------------
@@ -146,6 +76,7 @@ class ServingShape:
     expert_intermediate: int  # the widest routed expert (text)
     top_k: int
     shared_intermediate: int  # all shared experts together
+    kv_bytes_per_token: int  # K and V of every layer for one token at KV_BYTES per value (the adapter's)
     vision_hidden: int = 0
     vision_intermediate: int = 0
     max_image_patches: int = 0
@@ -163,13 +94,10 @@ class ServingShape:
             num_kv_heads=s.num_key_value_heads, head_dim=s.head_dim, vocab=s.vocab_size,
             dense_intermediate=int(text.intermediate_size), expert_intermediate=widest, top_k=s.top_k,
             shared_intermediate=s.expert_intermediate["text"] * s.shared_experts,
+            kv_bytes_per_token=adapter.kv_cache_bytes_per_token(KV_BYTES),
             vision_hidden=int(vision.hidden_size) if vision is not None else 0,
             vision_intermediate=int(vision.intermediate_size) if vision is not None else 0,
             max_image_patches=int(max_image_patches or 0))
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        return kv_cache_bytes_per_token(self.num_layers, self.num_kv_heads, self.head_dim, KV_BYTES)
 
     def activation_values_per_token(self) -> int:
         h, d = self.hidden, self.head_dim
@@ -207,78 +135,7 @@ def vram_estimate(weight_bytes: int, shape: ServingShape, context: int, batch: i
 
 # -- the real ERNIE-4.5-VL-28B-A3B ------------------------------------------------------------------
 
-def mlp_shapes(prefix: str, intermediate: int, hidden: int) -> dict[str, tuple[int, ...]]:
-    """gate/up/down of one gated MLP (an expert, the shared experts, a dense MLP)."""
-    return {prefix + "gate_proj.weight": (intermediate, hidden), prefix + "up_proj.weight": (intermediate, hidden),
-            prefix + "down_proj.weight": (hidden, intermediate)}
-
-
-def decoder_layer_shapes(s, n: int, dense_intermediate: int) -> dict[str, tuple[int, ...]]:
-    """What every ERNIE-4.5 decoder layer n holds besides its routed experts and routers: norms,
-    attention, and the dense MLP (a dense layer) or the shared experts (a MoE layer). `s`: the
-    adapter's ModelShape."""
-    h, d = s.hidden_size, s.head_dim
-    q, kv = s.num_attention_heads * d, s.num_key_value_heads * d
-    p = f"model.layers.{n}."
-    out = {p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-           p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-           p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q)}
-    if n not in s.moe_layers:
-        out.update(mlp_shapes(p + "mlp.", dense_intermediate, h))
-    elif s.shared_experts:
-        out.update(mlp_shapes(p + "mlp.shared_experts.", s.expert_intermediate["text"] * s.shared_experts, h))
-    return out
-
-
-def ernie45_vl_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """Every tensor of an ERNIE-4.5-VL checkpoint (on-disk names, the Hub/`save_pretrained` layout
-    described in quantkit.reference.tiny) with its shape, computed from the config alone.
-
-    Lets the plan (and so the exact packed bytes of every profile) be computed for a model that is
-    not on this machine; ``tests/test_memory.py`` checks it against real checkpoints' headers."""
-    adapter = adapter_for(config)
-    s = adapter.shape
-    native = adapter.native_config()
-    text, vision = native.text_config, native.vision_config
-    h = s.hidden_size
-    e_text, e_vis = s.experts["text"], s.experts["vision"]
-    i_text, i_vis = s.expert_intermediate["text"], s.expert_intermediate["vision"]
-    out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (s.vocab_size, h), "model.norm.weight": (h,)}
-    if not getattr(text, "tie_word_embeddings", True) and not getattr(native, "tie_word_embeddings", True):
-        out["lm_head.weight"] = (s.vocab_size, h)
-    for n in range(s.num_layers):
-        p = f"model.layers.{n}."
-        out.update(decoder_layer_shapes(s, n, int(text.intermediate_size)))
-        if n not in s.moe_layers:
-            continue
-        for k in range(e_text + e_vis):
-            out.update(mlp_shapes(f"{p}mlp.experts.{k}.", i_text if k < e_text else i_vis, h))
-        out.update({p + "mlp.gate.weight": (h, e_text), p + "mlp.gate.weight_1": (h, e_vis),
-                    p + "mlp.moe_statics.e_score_correction_bias": (2, e_text)})
-    hv, iv = int(vision.hidden_size), int(vision.intermediate_size)
-    patch_in = int(vision.in_channels) * int(vision.patch_size) ** 2
-    v = "model.vision_model."
-    out[v + "patch_embed.proj.weight"] = (hv, patch_in)
-    for b in range(int(vision.depth)):
-        bp = f"{v}blocks.{b}."
-        out.update({bp + "attn.qkv.weight": (3 * hv, hv), bp + "attn.qkv.bias": (3 * hv,),
-                    bp + "attn.proj.weight": (hv, hv), bp + "attn.proj.bias": (hv,),
-                    bp + "mlp.fc1.weight": (iv, hv), bp + "mlp.fc1.bias": (iv,),
-                    bp + "mlp.fc2.weight": (hv, iv), bp + "mlp.fc2.bias": (hv,),
-                    bp + "norm1.weight": (hv,), bp + "norm1.bias": (hv,),
-                    bp + "norm2.weight": (hv,), bp + "norm2.bias": (hv,)})
-    out.update({v + "ln.weight": (hv,), v + "ln.bias": (hv,)})
-    sp = hv * int(vision.spatial_merge_size) ** 2
-    tp = sp * int(vision.temporal_merge_size)
-    r = "model.resampler_model."
-    for name, first_in in (("spatial_linear", sp), ("temporal_linear", tp)):
-        out.update({f"{r}{name}.0.weight": (sp, first_in), f"{r}{name}.0.bias": (sp,),
-                    f"{r}{name}.2.weight": (sp, sp), f"{r}{name}.2.bias": (sp,),
-                    f"{r}{name}.3.weight": (sp,), f"{r}{name}.3.bias": (sp,)})
-    out.update({r + "mlp.weight": (h, sp), r + "mlp.bias": (h,), r + "after_norm.weight": (h,)})
-    return out
-
-
+REAL_MODEL = "ERNIE-4.5-VL-28B-A3B"
 PRECISIONS = (("bf16", None), ("int8", 8), ("int4", 4), ("2-bit", 2))
 # What is commonly quoted for ERNIE-4.5-VL-28B-A3B's weights (model cards, community quant pages):
 QUOTED_GB = {"bf16": "~56", "int8": "~28", "int4": "~14-15", "2-bit": "~7-8"}
@@ -290,11 +147,10 @@ def real_28b_table(contexts=(4096, 32768), batch: int = 1, config: dict | None =
     params x bits / 8 figure and the commonly quoted numbers."""
     from ..api import resolve_profile
     from ..plan import build_plan
-    from ..reference.tiny import REAL_ERNIE45_VL_28B_CONFIG_NATIVE
 
-    config = config or REAL_ERNIE45_VL_28B_CONFIG_NATIVE
-    ckpt = ConfigCheckpoint(config, "baidu/ERNIE-4.5-VL-28B-A3B-PT (config only)", ernie45_vl_tensor_shapes(config))
+    config = config or real_config(REAL_MODEL)
     adapter = adapter_for(config)
+    ckpt = ConfigCheckpoint(config, "baidu/ERNIE-4.5-VL-28B-A3B-PT (config only)", adapter.tensor_shapes())
     shape = ServingShape.from_config(config, max_image_patches=REAL_MAX_IMAGE_PATCHES)
     params = sum(math.prod(i.shape) for i in ckpt.infos())
     by_kind: dict[str, int] = {}
@@ -316,7 +172,7 @@ def real_28b_table(contexts=(4096, 32768), batch: int = 1, config: dict | None =
         rows.append({"precision": label, "profile": profile, "weights": weights, "naive_weights": int(naive),
                      "quantized_params": quantized_params, "quoted_gb": QUOTED_GB[label], "by_role": by_role,
                      "vram": {str(c): vram_estimate(weights, shape, c, batch) for c in contexts}})
-    return {"model": "ERNIE-4.5-VL-28B-A3B", "params": params, "params_by_kind": by_kind,
+    return {"model": REAL_MODEL, "params": params, "params_by_kind": by_kind,
             "kv_bytes_per_token": shape.kv_bytes_per_token, "shape": asdict(shape), "batch": batch,
             "contexts": list(contexts), "rows": rows,
             "assumptions": {"chunk_tokens": CHUNK_TOKENS, "runtime_overhead_bytes": RUNTIME_OVERHEAD_BYTES,

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import torch
 
 from quantkit.quantize.rtn import dequantize_codes, group_scale_zero, max_code, quantize_codes, resolve_group_size
-from quantkit.quantize.scheme import QuantizedWeight
+from quantkit.scheme import QuantizedWeight
 
 _DAMP_GROWTH = 10.0
 # Columns per in-block sub-block: rank-1 updates stay inside it (they stream [B, rest, out] through

@@ -5,14 +5,16 @@ one *unit*: stacked along their output rows and solved as one matrix, since GPTQ
 independently given the shared Hessian (same codes as solving each alone, one factorisation instead
 of two or three). Units of one layer that share a kind, modality, shapes and scheme (the experts of
 a modality) are solved as one batch (batched Cholesky and block updates); every expert that falls
-back (no calibration tokens) is recorded with its reason. A `Backend` says how weights are solved
-and emitted for the plan's format: the GPTQ checkpoint tensors here, GGML blocks for a GGUF plan
-(quantkit.gguf.backend).
+back (no calibration tokens) is recorded with its reason. The plan's format supplies the `Backend`
+that solves and emits weights (its own tensors: GPTQ's packed ints, GGML blocks, ...).
+
+Producers (`rtn_produce`, `gptq_from_calibration`, `gptq_on_the_fly`) are what `quantkit quantize` and
+the bench call: each takes `add` and returns what the manifest records about the run (fallbacks, solver figures).
 """
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Callable
 
 import torch
@@ -20,14 +22,13 @@ import torch
 from ..adapters.base import Adapter
 from ..calibrate.runner import LayerCalibration
 from ..checkpoint import Checkpoint
+from ..errors import CalibrationError
+from ..format import Add
 from ..plan import Plan, TensorPlan
+from ..scheme import QuantScheme
 from . import gptq
 from .gptq import gptq_quantize
-from .gptq_format import pack
 from .rtn import quantize_rtn, quantize_rtn_experts
-from .scheme import QuantizedWeight, QuantScheme
-
-Add = Callable[[dict[str, torch.Tensor]], None]
 # Matrices solved together per batch: at most MAX_BATCH, and within BATCH_BYTES of solver working
 # memory (about 3 [out, in] + 3 [in, in] fp32 arrays per matrix: weights, errors, codes; Hessian, its
 # factor, a copy). Batching buys little on a CPU at real widths (bench/README.md): memory decides.
@@ -55,13 +56,10 @@ def _split_evenly(members: list, size: int, workers: int) -> list[list]:
     return [members[i:i + even] for i in range(0, len(members), even)]
 
 
-def packed(entry: TensorPlan, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
-    return {f"{entry.module}.{k}": v for k, v in pack(qw).items()}
-
-
 class Backend:
     """Solves a batch of same-scheme matrices W [B, out, in] and emits each result as output tensors.
-    This one writes the GPTQ checkpoint format."""
+    The solvers here return `QuantizedWeight`s on the scheme's own grid; a format overrides `emit`
+    (how a result becomes its tensors) and, where its grid differs, the solvers."""
 
     def rtn(self, scheme: QuantScheme, W: torch.Tensor) -> list:
         return quantize_rtn_experts(W, scheme.bits, scheme.group_size, scheme.sym)
@@ -76,14 +74,12 @@ class Backend:
         return res.split(), res.fallback_experts
 
     def emit(self, entry: TensorPlan, result) -> dict:
-        return packed(entry, result)
+        """{output tensor name: tensor (or a format's own value)} for one planned tensor's result."""
+        raise NotImplementedError
 
 
 def backend_for(plan: Plan) -> Backend:
-    if plan.profile.format == "gguf":
-        from ..gguf.backend import GGUFBackend
-        return GGUFBackend()
-    return Backend()
+    return plan.format.backend()
 
 
 def emit_unlayered(ckpt: Checkpoint, plan: Plan, add: Add) -> None:
@@ -95,7 +91,7 @@ def emit_unlayered(ckpt: Checkpoint, plan: Plan, add: Add) -> None:
             add({e.name: t} if not e.quantized else backend.emit(e, backend.rtn_one(e.scheme, t.float())))
 
 
-def rtn_produce(ckpt: Checkpoint, plan: Plan, add: Add) -> None:
+def rtn_produce(ckpt: Checkpoint, plan: Plan, add: Add) -> dict:
     """Round-to-nearest, one tensor in memory at a time."""
     backend = backend_for(plan)
     for e in plan.entries:
@@ -104,13 +100,43 @@ def rtn_produce(ckpt: Checkpoint, plan: Plan, add: Add) -> None:
             add({e.name: t})
         else:
             add(backend.emit(e, backend.rtn_one(e.scheme, t.float())))
+    return {}
+
+
+def gptq_from_calibration(ckpt: Checkpoint, plan: Plan, adapter: Adapter, layers: Callable[[int], LayerCalibration],
+                          add: Add, *, log: Callable[[str], None] = lambda m: None,
+                          observe: "BatchObserver | None" = None) -> dict:
+    """GPTQ from saved statistics (`layers(n)`: layer n's `LayerCalibration`); returns the record."""
+    q = LayerQuantizer(ckpt, plan, adapter, observe=observe)
+    emit_unlayered(ckpt, plan, add)
+    for n in range(adapter.shape.num_layers):
+        q(n, layers(n), add)
+        log(f"quantize: layer {n + 1}/{adapter.shape.num_layers}")
+    return q.record(log)
+
+
+def gptq_on_the_fly(ckpt: Checkpoint, plan: Plan, adapter: Adapter, stream, samples: list[dict], add: Add, *,
+                    mode: str = "auto", min_tokens: int = 64, sequential: bool = False,
+                    log: Callable[[str], None] = lambda m: None, observe: "BatchObserver | None" = None) -> dict:
+    """GPTQ calibrated while streaming the model (`stream`: a calibrate.runner.LayerStream) over
+    `samples`; with `sequential`, each layer's statistics come from the already-quantized layers."""
+    q = LayerQuantizer(ckpt, plan, adapter, observe=observe)
+    emit_unlayered(ckpt, plan, add)
+    stream.run(samples, mode=mode, min_tokens=min_tokens,
+               on_layer=lambda n, calib: q(n, calib, add, want_dequantized=sequential) or None,
+               progress=lambda done, total: log(f"quantize: layer {done}/{total}"))
+    return q.record(log)
+
+
+# `observe(batch, seconds, solver_seconds)` after each solved batch (the bench times kinds with it).
+BatchObserver = Callable[[list[list[TensorPlan]], float, float], None]
 
 
 class LayerQuantizer:
     """Quantizes the planned tensors of one decoder layer from its statistics."""
 
-    def __init__(self, ckpt: Checkpoint, plan: Plan, adapter: Adapter):
-        self.ckpt, self.plan, self.adapter = ckpt, plan, adapter
+    def __init__(self, ckpt: Checkpoint, plan: Plan, adapter: Adapter, observe: BatchObserver | None = None):
+        self.ckpt, self.plan, self.adapter, self.observe = ckpt, plan, adapter, observe
         self.by_layer: dict[int, list[TensorPlan]] = defaultdict(list)
         for e in plan.entries:
             if e.role.layer is not None:
@@ -127,10 +153,13 @@ class LayerQuantizer:
         for e in entries:
             if not e.quantized:
                 add({e.name: self.ckpt.read(e.name)})
-        for batch in _batches([e for e in entries if e.quantized], self.adapter.input_group):
+        for batch in solve_batches([e for e in entries if e.quantized], self.adapter.input_group):
             # read per batch: the layer's bf16 weights are never all in memory beside the statistics
             weights = self.ckpt.read_many([e.name for unit in batch for e in unit])
+            t0, before = time.perf_counter(), self.solver["seconds"]
             results = self._solve(batch, weights, calib)
+            if self.observe is not None:
+                self.observe(batch, time.perf_counter() - t0, self.solver["seconds"] - before)
             del weights
             for unit, result in zip(batch, results):
                 row = 0
@@ -142,6 +171,16 @@ class LayerQuantizer:
                         dequantized[e.name] = qw.dequantize()
         return dequantized
 
+    def record(self, log: Callable[[str], None] = lambda m: None) -> dict:
+        """What the manifest records about the run: every RTN fallback with its reason, solver figures;
+        one warning line when something fell back."""
+        if self.fallbacks:
+            by_role = Counter(f["role"] for f in self.fallbacks)
+            log("warning: " + ", ".join(f"{n} {role} tensors" for role, n in sorted(by_role.items()))
+                + " had no calibration tokens and were quantized with RTN instead of GPTQ (recorded in quantkit.json)")
+        return {"fallbacks": self.fallbacks,
+                "solver": {"matrices": int(self.solver["matrices"]), "seconds": round(self.solver["seconds"], 3)}}
+
     def _solve(self, batch: list[list[TensorPlan]], weights: dict, calib: LayerCalibration | None) -> list:
         """One result per unit, covering the unit's tensors' rows in order."""
         s = batch[0][0].scheme
@@ -149,7 +188,7 @@ class LayerQuantizer:
         if s.method == "rtn":
             return self.backend.rtn(s, W)
         if calib is None:
-            raise ValueError("GPTQ needs layer statistics")
+            raise CalibrationError("GPTQ needs layer statistics: pass --calib DIR or let quantize calibrate")
         H = batch_hessians(batch, calib, self.adapter.input_group)
         t0 = time.perf_counter()
         results, fallback_units = self.backend.gptq(s, W, H)
@@ -188,7 +227,7 @@ def batch_hessians(batch: list[list[TensorPlan]], calib: LayerCalibration,
     return H
 
 
-def _batches(entries: list[TensorPlan], input_group: Callable[[str], str]) -> list[list[list[TensorPlan]]]:
+def solve_batches(entries: list[TensorPlan], input_group: Callable[[str], str]) -> list[list[list[TensorPlan]]]:
     """Units (tensors of one input group with one scheme, in plan order), then batches of units with
     the same kind, modality, shapes and scheme (the experts of a modality), of `batch_size` each."""
     units: dict[tuple, list[TensorPlan]] = defaultdict(list)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from quantkit.quantize.scheme import SUPPORTED_BITS, QuantizedWeight
+from quantkit.scheme import SUPPORTED_BITS, QuantizedWeight
 
 # A scale below the smallest fp16 subnormal would be stored as 0, one above the fp16 maximum as inf.
 FP16_SMALLEST = 2.0**-24

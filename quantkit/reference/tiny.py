@@ -57,6 +57,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from quantkit.adapters.ernie45_vl import REMOTE_AUTO_MAP
 from quantkit.reference.tokenizer import (
     TEXT_CHAT_TEMPLATE,
     build_ernie_tokenizer,
@@ -115,167 +116,6 @@ _FLAT_TEXT_KEYS = (
     "use_cache",
 )
 
-# Module names of the remote code in the -Thinking / pre-transformers -PT repos. Reconstructed: the
-# config class is `Ernie4_5_VLMoEConfig` (model_type "ernie4_5_moe_vl") of configuration_ernie4_5_vl.py,
-# the Baidu remote code that transformers copied into src/transformers/models/ernie4_5_vl/ during the port.
-REMOTE_AUTO_MAP = {
-    "AutoConfig": "configuration_ernie4_5_vl.Ernie4_5_VLMoEConfig",
-    "AutoModel": "modeling_ernie4_5_vl.Ernie4_5_VLMoeForConditionalGeneration",
-    "AutoModelForCausalLM": "modeling_ernie4_5_vl.Ernie4_5_VLMoeForConditionalGeneration",
-}
-
-# baidu/ERNIE-4.5-VL-28B-A3B-PT, transformers-native flavour. Source: the defaults of
-# transformers/models/ernie4_5_vl_moe/configuration_ernie4_5_vl_moe.py (documented as that checkpoint),
-# with rope_parameters, mlp_layer_types and the text/vision split as written by
-# convert_ernie4_5_vl_moe_to_hf.py (moe_layer_start_index 1, interval 1 -> layer 0 dense).
-REAL_ERNIE45_VL_28B_CONFIG_NATIVE = {
-    "architectures": ["Ernie4_5_VLMoeForConditionalGeneration"],
-    "model_type": "ernie4_5_vl_moe",
-    "dtype": "bfloat16",
-    "tie_word_embeddings": True,
-    "image_token_id": 100295,
-    "image_start_token_id": 101304,
-    "image_end_token_id": 101305,
-    "video_token_id": 103367,
-    "video_start_token_id": 101306,
-    "video_end_token_id": 101307,
-    "text_config": {
-        "model_type": "ernie4_5_vl_moe_text",
-        "vocab_size": 103424,
-        "hidden_size": 2560,
-        "intermediate_size": 12288,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 20,
-        "num_key_value_heads": 4,
-        "hidden_act": "silu",
-        "max_position_embeddings": 131072,
-        "rms_norm_eps": 1e-5,
-        "use_cache": True,
-        "use_bias": False,
-        "tie_word_embeddings": True,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [22, 22, 20]},
-        "mlp_layer_types": ["dense"] + ["sparse"] * 27,
-        "moe_intermediate_size": [1536, 512],
-        "moe_k": 6,
-        "moe_num_experts": 64,
-        "moe_num_shared_experts": 2,
-        "moe_norm_min": 1e-12,
-        "router_aux_loss_coef": 0.001,
-    },
-    "vision_config": {
-        "model_type": "ernie4_5_vl_moe_vision",
-        "depth": 32,
-        "hidden_size": 1280,
-        "hidden_act": "quick_gelu",
-        "intermediate_size": 5120,
-        "num_heads": 16,
-        "in_channels": 3,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_merge_size": 2,
-        "rms_norm_eps": 1e-6,
-    },
-}
-
-# baidu/ERNIE-4.5-VL-28B-A3B-Thinking, remote-code flavour (flat). Field names: the remote config class
-# (configuration_ernie4_5_vl.py, see REMOTE_AUTO_MAP) and the keys convert_ernie4_5_vl_moe_to_hf.py reads
-# from the Hub config.json (im_patch_id, moe_layer_*_index lists, vision mlp_ratio, spatial/temporal
-# conv sizes); vLLM's ernie45_vl*.py reads pixel_hidden_size, freq_allocation, vision embed_dim (asserted
-# equal to hidden_size). Values: the ERNIE repo's VL SFT defaults for this model (moe_layer_end_index
-# [29, 28], moe_use_aux_free, dispatch mode, moe_capacity) and the 28B architecture above. pad/bos/eos
-# 0/1/2 follow the tokenizer (<unk>, <s>, </s>).
-REAL_ERNIE45_VL_28B_CONFIG_REMOTE = {
-    "architectures": ["Ernie4_5_VLMoeForConditionalGeneration"],
-    "auto_map": REMOTE_AUTO_MAP,
-    "model_type": "ernie4_5_moe_vl",
-    "torch_dtype": "bfloat16",
-    "vocab_size": 103424,
-    "hidden_size": 2560,
-    "intermediate_size": 12288,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 20,
-    "num_key_value_heads": 4,
-    "hidden_act": "silu",
-    "max_position_embeddings": 131072,
-    "rms_norm_eps": 1e-5,
-    "use_bias": False,
-    "use_cache": True,
-    "use_rmsnorm": True,
-    "tie_word_embeddings": True,
-    "pad_token_id": 0,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "rope_theta": 500000,
-    "rope_3d": True,
-    "freq_allocation": 20,
-    "moe_num_experts": [64, 64],
-    "moe_intermediate_size": [1536, 512],
-    "moe_k": 6,
-    "moe_num_shared_experts": 2,
-    "moe_layer_start_index": [1, 1],
-    "moe_layer_end_index": [29, 28],
-    "moe_layer_interval": 1,
-    "moe_use_aux_free": True,
-    "moe_capacity": [128, 128, 128],
-    "moe_multimodal_dispatch_use_allgather": "v2-alltoall-unpad-text",
-    "im_patch_id": 100295,
-    "max_text_id": 100295,
-    "pixel_hidden_size": 1280,
-    "spatial_conv_size": 2,
-    "temporal_conv_size": 2,
-    "use_temporal_conv": True,
-    "vision_config": {
-        "model_type": "DFNRope_vision_transformer",
-        "depth": 32,
-        "embed_dim": 1280,
-        "hidden_size": 1280,
-        "hidden_act": "quick_gelu",
-        "mlp_ratio": 4,
-        "num_heads": 16,
-        "in_channels": 3,
-        "patch_size": 14,
-        "spatial_patch_size": 14,
-        "spatial_merge_size": 2,
-        "attn_implementation": "eager",
-    },
-}
-
-# baidu/ERNIE-4.5-21B-A3B-PT (text-only MoE; llama.cpp arch `ernie4_5-moe`). Source: the defaults of
-# transformers/models/ernie4_5_moe/configuration_ernie4_5_moe.py (documented as that checkpoint);
-# moe_use_aux_free is a remote-era field of the Hub file that transformers keeps but does not read
-# (its model always carries e_score_correction_bias).
-REAL_ERNIE45_21B_CONFIG = {
-    "architectures": ["Ernie4_5_MoeForCausalLM"],
-    "model_type": "ernie4_5_moe",
-    "dtype": "bfloat16",
-    "vocab_size": 103424,
-    "hidden_size": 2560,
-    "intermediate_size": 12288,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 20,
-    "num_key_value_heads": 4,
-    "hidden_act": "silu",
-    "max_position_embeddings": 131072,
-    "rms_norm_eps": 1e-5,
-    "use_cache": True,
-    "use_bias": False,
-    "tie_word_embeddings": True,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
-    "pad_token_id": 0,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "moe_num_experts": 64,
-    "moe_num_shared_experts": 2,
-    "moe_intermediate_size": 1536,
-    "moe_k": 6,
-    "moe_layer_start_index": 1,
-    "moe_layer_end_index": 27,
-    "moe_layer_interval": 1,
-    "moe_norm_min": 1e-12,
-    "moe_use_aux_free": True,
-    "router_aux_loss_coef": 0.001,
-}
-
 
 def build_tiny_vl(
     out_dir: str | Path, *, seed: int = 0, max_shard_size: str = "200KB", flavour: str = "native"
@@ -328,7 +168,8 @@ def tiny_text_moe_model(tokenizer, *, seed: int = 0) -> Ernie4_5_MoeForCausalLM:
 def remote_code_config(native_config: dict) -> dict:
     """Turn a native nested ``ernie4_5_vl_moe`` config dict into the flat remote-code flavour.
 
-    Field names follow ``REAL_ERNIE45_VL_28B_CONFIG_REMOTE``; values come from ``native_config``.
+    Field names follow the real remote-code config (``quantkit.adapters.real_config("ERNIE-4.5-VL-28B-A3B",
+    "remote")``); values come from ``native_config``.
     Raises ``ValueError`` where the flat format cannot express the native one (MoE layers that are not
     one contiguous span, M-RoPE sections other than [s, s, freq_allocation]).
     """

@@ -64,7 +64,7 @@ from transformers import Ernie4_5_VLMoeConfig, Ernie4_5_VLMoeForConditionalGener
 from quantkit.reference import task
 from quantkit.reference.tiny import _set_generation_ids, _tiny_vl_processor, vl_config
 from quantkit.reference.tokenizer import build_ernie_tokenizer, vl_chat_template
-from quantkit.variant import sha256_file
+from quantkit.manifest import sha256_file
 
 # The committed build (weights, config, tokenizer, processor, model card with the training record).
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import QuantkitError
+from ..errors import QuantkitError, UsageError
 
 DEFAULT_SIZES = ((56, 56), (112, 84), (112, 112))  # PIL (width, height): 16, 48 and 64 patches on the tiny model
 OPSET = 17
@@ -84,8 +84,8 @@ def _vision_model(variant: Path):
 
     ckpt = Checkpoint.open(variant)
     adapter = adapter_for(ckpt.config, where=str(ckpt.path / "config.json"))
-    if adapter.family != "ernie45_vl":
-        raise QuantkitError(f"{variant}: --component vision needs a vision-language model, this is {adapter.family}")
+    if "vision" not in adapter.shape.modalities:
+        raise UsageError(f"{variant}: --component vision needs a vision-language model, this is {adapter.family}")
     return adapter.runner().prefix_model(ckpt).float().eval()
 
 
@@ -112,7 +112,7 @@ def reference_image_features(model, pixel_values: torch.Tensor, grid: torch.Tens
 
 def _register(variant: Path, out: Path, record: dict) -> None:
     """Add the exported file to the variant's quantkit.json (checksum + export record), atomically."""
-    from ..variant import MANIFEST, read_manifest, sha256_file
+    from ..manifest import MANIFEST, read_manifest, sha256_file
 
     manifest = read_manifest(variant)
     rel = str(out.resolve().relative_to(variant.resolve()))
@@ -133,7 +133,7 @@ def export_vision_onnx(variant: str | Path, out: str | Path | None = None, *,
     import onnxruntime as ort
     from transformers import AutoProcessor
 
-    from ..variant import read_manifest
+    from ..manifest import read_manifest
 
     variant = Path(variant)
     read_manifest(variant)  # a quantkit variant, or a one-line error

@@ -1,11 +1,16 @@
 """Quantization schemes (what to do to one tensor) and quantized weights (what came out).
 
-These two dataclasses are the contract between the plan, the quantizers (rtn, gptq) and the
-on-disk writers (gptq_format, later gguf): quantizers take a float weight and a scheme and return a
-`QuantizedWeight`; writers pack a `QuantizedWeight`.
+These two dataclasses are the contract between the plan, the quantizers (rtn, gptq) and the output
+formats (quantkit/formats): quantizers take a float weight and a scheme and return a
+`QuantizedWeight`; a format packs a `QuantizedWeight` into its own tensors.
+
+A scheme's *label* (`gptq-w4g128`, `rtn-w2ch-asym`, `gptq-w8g32-actorder`; `keep` for a tensor left
+at source precision) is how manifests, plans and cards name it: `scheme_label` writes it and
+`parse_scheme_label` reads it back, here and nowhere else.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -35,6 +40,35 @@ class QuantScheme:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def label(self) -> str:
+        return scheme_label(self)
+
+
+KEEP = "keep"
+_LABEL = re.compile(r"^(?P<method>[a-z]+)-w(?P<bits>\d+)(?:g(?P<group>\d+)|(?P<ch>ch))"
+                    r"(?P<asym>-asym)?(?P<act>-actorder)?$")
+
+
+def scheme_label(s: QuantScheme | None) -> str:
+    """`gptq-w4g128`, `rtn-w2ch-asym`, `gptq-w8g32-actorder`; `keep` for None."""
+    if s is None:
+        return KEEP
+    g = "ch" if s.group_size == -1 else f"g{s.group_size}"
+    return f"{s.method}-w{s.bits}{g}{'' if s.sym else '-asym'}{'-actorder' if s.desc_act else ''}"
+
+
+def parse_scheme_label(label: str | None) -> QuantScheme | None:
+    """The scheme a label names; None for `keep` or a label that names no valid scheme."""
+    m = _LABEL.match(label or "")
+    if not m:
+        return None
+    try:
+        return QuantScheme(bits=int(m["bits"]), group_size=-1 if m["ch"] else int(m["group"]), sym=not m["asym"],
+                           method=m["method"], desc_act=bool(m["act"]))
+    except ValueError:
+        return None
 
 
 @dataclass

@@ -15,96 +15,80 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ..adapters import adapter_for
-from ..checkpoint import Checkpoint
-from ..errors import QuantkitError
-from ..plan import Plan, TensorPlan
-from ..profiles import Profile, load_profile
-from ..quant_config import module_scheme
-from ..quantize.gptq_format import unpack
-from ..variant import read_manifest, sha256_file
-from ..version import QUANTKIT_VERSION
-from .types import check_gptq_grid, check_rows, check_stacked_experts, from_quantized, kept_type, type_for_scheme
-from .variant import check_source, write_gguf_variant
+from ...adapters import adapter_for
+from ...checkpoint import Checkpoint
+from ...errors import ProfileError, UsageError
+from ...format import format_of_variant
+from ...manifest import read_manifest, sha256_file
+from ...plan import Plan, TensorPlan
+from ...profiles import Profile, load_profile
+from ...version import QUANTKIT_VERSION
+from .types import (check_gptq_grid, check_rows, check_stacked_experts, from_quantized, kept_type, tensor_nbytes,
+                    type_for_scheme)
+from .variant import FORMAT_NAME, check_source, write_gguf_variant
 
-_PACKED = ("qweight", "qzeros", "scales", "g_idx")
-
-
-def _weight_shape(ckpt: Checkpoint, module: str) -> tuple[int, int]:
-    g_idx, scales = ckpt.info(f"{module}.g_idx"), ckpt.info(f"{module}.scales")
-    return int(scales.shape[1]), int(g_idx.shape[0])
-
-
-def export_plan(variant: Path) -> tuple[Checkpoint, Plan, dict]:
+def export_plan(variant: Path) -> tuple[Checkpoint, Plan, dict, object]:
     """The GGUF plan of a GPTQ variant: every tensor with its scheme and exact GGML type."""
     manifest = read_manifest(variant)
-    if manifest.get("format", "gptq") != "gptq":
-        raise QuantkitError(f"{variant}: format {manifest.get('format')!r}; export-gguf converts GPTQ variants")
-    ckpt = Checkpoint.open(variant)
-    qcfg = ckpt.config.get("quantization_config") or {}
-    if qcfg.get("quant_method") != "gptq":
-        raise QuantkitError(f"{variant}/config.json: no GPTQ quantization_config; not a GPTQ variant")
+    source_format = format_of_variant(variant)
+    if source_format.name == FORMAT_NAME:
+        raise UsageError(f"{variant}: already a {FORMAT_NAME} variant; export-gguf converts variants of other formats")
+    codes = source_format.read_codes(variant)
+    ckpt = codes.ckpt
     adapter = adapter_for(ckpt.config, where=str(variant / "config.json"))
     check_source(ckpt, adapter)
-    names = set(ckpt.names())
-    modules = sorted({n[: -len(".qweight")] for n in names if n.endswith(".qweight")})
     entries: list[TensorPlan] = []
-    for module in modules:
+    for module in codes.modules:
         weight = f"{module}.weight"
         role = adapter.role_of(weight)
-        scheme = module_scheme(qcfg, module)
-        if scheme is None:
-            raise QuantkitError(f"{variant}: {module} has a qweight but quantization_config skips it")
+        scheme = codes.scheme(module)
         recorded = (manifest.get("tensors") or {}).get(weight, {})
         method = str(recorded.get("scheme", "gptq-")).split("-")[0] or "gptq"
         scheme = replace(scheme, method=method if method in ("rtn", "gptq") else "gptq")
         where = f"tensor {weight} ({role.label})"
         t = type_for_scheme(scheme, where)
-        shape = _weight_shape(ckpt, module)
+        shape = codes.weight_shape(module)
         check_rows(shape, t.name, where)
         check_gptq_grid(t, where)
-        nbytes = sum(ckpt.info(f"{module}.{p}").nbytes for p in _PACKED)
-        entries.append(TensorPlan(weight, role, shape, "I32", nbytes, scheme, gguf_type=t.name))
-        names -= {f"{module}.{p}" for p in _PACKED}
-    for name in sorted(names):
+        entries.append(TensorPlan(weight, role, shape, "I32", codes.stored_bytes(module), scheme,
+                                  tensor_nbytes(shape, t.name), storage=t.name))
+    for name in codes.kept:
         info = ckpt.info(name)
         role = adapter.role_of(name)
+        storage = kept_type(role.kind, info.dtype, f"tensor {name} ({role.label})")
         entries.append(TensorPlan(name, role, info.shape, info.dtype, info.nbytes, None,
-                                  gguf_type=kept_type(role.kind, info.dtype, f"tensor {name} ({role.label})")))
+                                  tensor_nbytes(info.shape, storage), storage=storage))
     entries.sort(key=lambda e: e.name)
     check_stacked_experts(entries)
     prof = manifest.get("profile") or {}
     try:
         profile = replace(load_profile(prof.get("name", "")), format="gguf")
-    except QuantkitError:
+    except ProfileError:
         profile = Profile(name=str(prof.get("name", "exported")), family=adapter.family, format="gguf")
     src = manifest.get("source") or {}
     plan = Plan(str(src.get("id") or variant), src.get("revision"), adapter.family, profile, entries,
-                [f"exported from the GPTQ variant {variant}"])
-    return ckpt, plan, manifest
+                [f"exported from the {source_format.name.upper()} variant {variant}"])
+    return ckpt, plan, manifest, codes
 
 
 def export_gguf(variant: str | Path, out: str | Path | None = None, *, overwrite: bool = False,
                 log: Callable[[str], None] = lambda m: None) -> Path:
     variant = Path(variant)
-    ckpt, plan, manifest = export_plan(variant)
+    ckpt, plan, manifest, codes = export_plan(variant)
     out = Path(out) if out is not None else variant.with_name(variant.name + "-GGUF")
-    qcfg = ckpt.config["quantization_config"]
     quantized = {e.name: e for e in plan.entries if e.quantized}
 
     def produce(add) -> None:
         for e in plan.entries:
             if e.name in quantized:
-                module = e.module
-                tensors = ckpt.read_many([f"{module}.{p}" for p in _PACKED])
-                scheme = module_scheme(qcfg, module)
-                qw = unpack({p: tensors[f"{module}.{p}"] for p in _PACKED}, scheme.bits, scheme.group_size, scheme.sym)
-                add({e.name: from_quantized(qw, e.gguf_type, f"tensor {e.name} ({e.role.label})")})
+                qw = codes.read(e.module)
+                add({e.name: from_quantized(qw, e.storage, f"tensor {e.name} ({e.role.label})")})
             else:
                 add({e.name: ckpt.read(e.name)})
 
+    codes_format = manifest.get("format", "gptq")
     src = manifest.get("source") or {}
-    extra = {"exported_from": {"variant": str(variant.resolve()), "format": "gptq",
+    extra = {"exported_from": {"variant": str(variant.resolve()), "format": codes_format,
                                "manifest_sha256": sha256_file(variant / "quantkit.json"),
                                "profile": (manifest.get("profile") or {}).get("name"),
                                "quantkit_version": QUANTKIT_VERSION},

@@ -31,8 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import module_scheme
 from .integrity import PackedModule, VariantFiles
-from .report import Check, from_offenders, skipped
+from .packing import unpack
+from .reader import PACKED, dequantized_state_dict
+from ...verdicts import Check, from_offenders, skipped
 
 ORT_BITS = (2, 4, 8)
 U32 = 2.0 ** -24
@@ -152,10 +155,6 @@ def loader_weights(v: VariantFiles, modules: list[str], max_bytes: int = 512 * 2
     """module -> fp32 weight [out, in] exactly as quantkit.load dequantizes it. Small variants go
     through the loader function itself (`dequantized_state_dict`); larger ones module by module
     through the same calls it makes (module_scheme + unpack + dequantize), to bound memory."""
-    from ..loader import PACKED, dequantized_state_dict
-    from ..quant_config import module_scheme
-    from ..quantize.gptq_format import unpack
-
     total = sum(r.nbytes for r in v.tensors.values())
     if total <= max_bytes:
         state = dequantized_state_dict(v.path)

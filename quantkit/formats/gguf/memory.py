@@ -17,7 +17,7 @@ llama.cpp RAM (`llama_cpp_ram`), one sequence of `context` tokens on CPU:
          same tensors, so the order of magnitude holds; it is not a measurement)
 
 For the real model (`real_21b_table`) the tensors come from the config alone
-(`ernie45_moe_tensor_shapes`, the Hub / `save_pretrained` layout of Ernie4_5_MoeForCausalLM), the
+(its adapter's `tensor_shapes`, the Hub / `save_pretrained` layout of Ernie4_5_MoeForCausalLM), the
 plan of each shipped GGUF profile gives the exact tensor bytes, and the header is estimated from
 the vocabulary size (the real tokenizer is not on this machine): 103424 tokens x ~22 bytes.
 """
@@ -28,10 +28,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters import adapter_for
-from ..checkpoint import ConfigCheckpoint
-from ..profile.memory import decoder_layer_shapes, kv_cache_bytes_per_token, mlp_shapes
-from ..variant import read_manifest
+from ...adapters import adapter_for, real_config
+from ...checkpoint import ConfigCheckpoint
+from ...manifest import read_manifest
 from .variant import gguf_file
 
 ALIGN = 32
@@ -93,16 +92,15 @@ class LlamaShape:
     top_k: int
     expert_intermediate: int
     shared_intermediate: int
+    kv_bytes_per_token: int  # K and V of every layer for one token at KV_BYTES per value (the adapter's)
 
     @classmethod
     def from_config(cls, config: dict) -> "LlamaShape":
-        s = adapter_for(config).shape
+        adapter = adapter_for(config)
+        s = adapter.shape
         return cls(s.num_layers, s.hidden_size, s.num_attention_heads, s.num_key_value_heads, s.head_dim,
-                   s.vocab_size, s.top_k, s.expert_intermediate["text"], s.expert_intermediate["text"] * s.shared_experts)
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        return kv_cache_bytes_per_token(self.layers, self.kv_heads, self.head_dim, KV_BYTES)
+                   s.vocab_size, s.top_k, s.expert_intermediate["text"], s.expert_intermediate["text"] * s.shared_experts,
+                   adapter.kv_cache_bytes_per_token(KV_BYTES))
 
     def compute_bytes(self) -> int:
         per_token = (self.vocab + 4 * self.hidden + (self.heads + 2 * self.kv_heads) * self.head_dim
@@ -119,38 +117,19 @@ def llama_cpp_ram(weight_bytes: int, shape: LlamaShape, context: int) -> dict:
 
 # -- the real ERNIE-4.5-21B-A3B -----------------------------------------------------------------------
 
-def ernie45_moe_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """Every tensor of an Ernie4_5_MoeForCausalLM checkpoint (on-disk names) with its shape, from the
-    config alone (layout: quantkit.reference.tiny, `build_tiny_text_moe`)."""
-    s = adapter_for(config).shape
-    h = s.hidden_size
-    e, i_e = s.experts["text"], s.expert_intermediate["text"]
-    dense_i = int(config["intermediate_size"]) if len(s.moe_layers) < s.num_layers else 0
-    out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (s.vocab_size, h), "model.norm.weight": (h,)}
-    if not config.get("tie_word_embeddings", True):
-        out["lm_head.weight"] = (s.vocab_size, h)
-    for n in range(s.num_layers):
-        p = f"model.layers.{n}."
-        out.update(decoder_layer_shapes(s, n, dense_i))
-        if n not in s.moe_layers:
-            continue
-        for k in range(e):
-            out.update(mlp_shapes(f"{p}mlp.experts.{k}.", i_e, h))
-        out.update({p + "mlp.gate.weight": (e, h), p + "mlp.moe_statics.e_score_correction_bias": (1, e)})
-    return out
+REAL_MODEL = "ERNIE-4.5-21B-A3B"
 
 
 def real_21b_table(contexts=(4096, 32768), config: dict | None = None) -> dict:
     """Predicted GGUF file sizes of the shipped GGUF profiles for ERNIE-4.5-21B-A3B, next to the public
     GGUFs of that model, and llama.cpp RAM at each context."""
-    from ..api import resolve_profile
-    from ..plan import build_plan
-    from ..reference.tiny import REAL_ERNIE45_21B_CONFIG
+    from ...profiles import resolve_profile
+    from ...plan import build_plan
     from .writer import gguf_layout
 
-    config = config or REAL_ERNIE45_21B_CONFIG
-    ckpt = ConfigCheckpoint(config, "baidu/ERNIE-4.5-21B-A3B-PT (config only)", ernie45_moe_tensor_shapes(config))
+    config = config or real_config(REAL_MODEL)
     adapter = adapter_for(config)
+    ckpt = ConfigCheckpoint(config, "baidu/ERNIE-4.5-21B-A3B-PT (config only)", adapter.tensor_shapes())
     shape = LlamaShape.from_config(config)
     params = sum(math.prod(i.shape) for i in ckpt.infos())
     header = HEADER_BYTES_PER_TOKEN * adapter.shape.vocab_size
@@ -166,11 +145,11 @@ def real_21b_table(contexts=(4096, 32768), config: dict | None = None) -> dict:
         data = sum((t.nbytes + ALIGN - 1) // ALIGN * ALIGN for t in gguf_layout(plan, adapter))
         types = {}
         for e in plan.entries:
-            types.setdefault(e.role.label, set()).add(e.gguf_type)
+            types.setdefault(e.role.label, set()).add(e.storage)
         rows.append({"profile": profile.name, "tensor_bytes": plan.predicted_bytes, "file_bytes": header + data,
                      "types": {k: sorted(v) for k, v in sorted(types.items())},
                      "ram": {str(c): llama_cpp_ram(plan.predicted_bytes, shape, c) for c in contexts}})
-    return {"model": "ERNIE-4.5-21B-A3B", "params": params, "header_bytes_estimate": header, "rows": rows,
+    return {"model": REAL_MODEL, "params": params, "header_bytes_estimate": header, "rows": rows,
             "public_gguf_gb": PUBLIC_GGUF_GB, "kv_bytes_per_token": shape.kv_bytes_per_token,
             "compute_bytes": shape.compute_bytes(), "contexts": list(contexts)}
 
@@ -189,7 +168,7 @@ def format_real_21b_table(t: dict) -> list[str]:
     return out
 
 
-if __name__ == "__main__":  # python -m quantkit.gguf.memory [CONTEXT ...]: the real ERNIE-4.5-21B-A3B table
+if __name__ == "__main__":  # python -m quantkit.formats.gguf.memory [CONTEXT ...]: the real ERNIE-4.5-21B-A3B table
     import sys
 
     table = real_21b_table(tuple(int(c) for c in sys.argv[1:]) or (4096, 32768))

@@ -33,8 +33,8 @@ from math import gcd
 
 import torch
 
-from quantkit.quantize.rtn import max_code, resolve_group_size
-from quantkit.quantize.scheme import QuantizedWeight
+from ...quantize.rtn import max_code, resolve_group_size
+from ...scheme import QuantizedWeight
 
 _WORD_BITS = 32
 _WORD_MASK = (1 << _WORD_BITS) - 1

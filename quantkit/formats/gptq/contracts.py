@@ -40,12 +40,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from ..adapters import adapter_for
-from ..errors import QuantkitError
+from ...adapters import adapter_for
+from ...errors import CheckpointError
+from ...verdicts import Check, from_offenders, passed, skipped
+from .config import module_scheme
 from .integrity import PackedModule, VariantFiles
 from .onnx_check import stream_values
-from .report import Check, from_offenders, passed, skipped
+from .reader import dequantized_state_dict
 
 V = "vLLM main"
 SRC_MARLIN = f"{V} gptq_marlin.py (GPTQMarlinConfig.TYPE_MAP, is_gptq_marlin_compatible, GPTQMarlinMoEMethod)"
@@ -58,8 +61,6 @@ SRC_TF = "quantkit.load (quantkit/loader.py + quant_config.module_scheme), trans
 
 MARLIN_TYPES = {(4, True), (8, True)}
 MARLIN_GROUPS = (-1, 32, 64, 128)
-_LINEAR_SUFFIX = r"(?:weight|bias|qweight|qzeros|scales|g_idx)"
-_PACKED_SUFFIX = r"(?:weight|qweight|qzeros|scales|g_idx)"
 
 
 # -- the variant as vLLM sees it ------------------------------------------------------------------
@@ -85,7 +86,6 @@ class VllmView:
     def __init__(self, v: VariantFiles):
         self.v = v
         self.adapter = adapter_for(v.config, where=str(v.path / "config.json"))
-        self.vl = self.adapter.family == "ernie45_vl"
         self.units: dict[Unit, list[Member]] = defaultdict(list)
         self.unrecognised: list[str] = []
         packed = v.packed_modules()
@@ -97,7 +97,7 @@ class VllmView:
         for module, pm in sorted(modules.items()):
             try:
                 role = self.adapter.role_of(f"{module}.weight")
-            except QuantkitError:
+            except CheckpointError:
                 self.unrecognised.append(module)
                 continue
             unit, shard = self._unit(module, role)
@@ -110,6 +110,13 @@ class VllmView:
             return None, ""
         return Unit(prefix, kind, role.layer if kind != "vision" else None,
                     role.modality if kind in ("moe", "router") else None), shard
+
+    def role_of(self, name: str):
+        """The role of a tensor name (None where the family's adapter does not know it)."""
+        try:
+            return self.adapter.role_of(name)
+        except CheckpointError:
+            return None
 
     def of_kind(self, kind: str) -> dict[Unit, list[Member]]:
         return {u: ms for u, ms in self.units.items() if u.kind == kind}
@@ -232,34 +239,11 @@ def vllm_config_flavour(view: VllmView) -> Check:
     fails at `hf_config.spatial_conv_size` (measured, shared/notes/formats.md).
     Source: vLLM ernie45_vl_moe.py Ernie4_5_VLMoeMoE.__init__, ernie45_vl.py
     Ernie4_5_VisionTransformer / Ernie4_5_VLMoeForConditionalGeneration.__init__."""
-    if not view.vl:
-        return passed("vllm.config_flavour", SRC_VL_CFG, "text-only family: native config fields")
-    c = view.v.config
-    bad = []
-    if c.get("model_type") != "ernie4_5_moe_vl":
-        bad.append(f"model_type {c.get('model_type')!r} is the transformers-native flavour; vLLM reads the "
-                   "remote-code 'ernie4_5_moe_vl' config (keep the source's flavour)")
-    else:
-        for k in ("moe_num_experts", "moe_layer_start_index", "moe_intermediate_size"):
-            if not (isinstance(c.get(k), list) and len(c[k]) == 2):
-                bad.append(f"{k} must be a [text, vision] list, got {c.get(k)!r}")
-        if isinstance(c.get("moe_num_experts"), list) and len(set(c["moe_num_experts"])) != 1:
-            bad.append(f"moe_num_experts {c['moe_num_experts']}: vLLM asserts equal text and vision counts")
-        if "moe_layer_end_index" in c and not isinstance(c["moe_layer_end_index"], list):
-            bad.append("moe_layer_end_index must be a [text, vision] list")
-        for k in ("spatial_conv_size", "temporal_conv_size", "pixel_hidden_size", "im_patch_id"):
-            if k not in c:
-                bad.append(f"{k} missing")
-        vc = c.get("vision_config") or {}
-        for k in ("embed_dim", "hidden_size", "depth", "num_heads", "mlp_ratio"):
-            if k not in vc:
-                bad.append(f"vision_config.{k} missing")
-        if "embed_dim" in vc and vc.get("hidden_size") != vc["embed_dim"]:
-            bad.append("vision_config.hidden_size != embed_dim (asserted)")
-    if "Ernie4_5_VLMoeForConditionalGeneration" not in (c.get("architectures") or []):
-        bad.append(f"architectures {c.get('architectures')}: vLLM registers Ernie4_5_VLMoeForConditionalGeneration")
-    return from_offenders("vllm.config_flavour", bad, "vLLM's ERNIE-4.5-VL code cannot build the model from this config",
-                          SRC_VL_CFG)
+    bad = view.adapter.vllm_config_problems(view.v.config)  # the family's facts: quantkit.adapters
+    if bad is None:
+        return passed("vllm.config_flavour", SRC_VL_CFG, "vLLM reads this family's transformers config as it is")
+    return from_offenders("vllm.config_flavour", bad,
+                          "vLLM's model code for this family cannot build the model from this config", SRC_VL_CFG)
 
 
 def vllm_remote_code(view: VllmView) -> Check:
@@ -295,19 +279,8 @@ def vllm_key_names(view: VllmView) -> Check:
     float. Source: vLLM ernie45_vl_moe.py Ernie4_5_VLMoeForCausalLM.load_weights (stacked_params_mapping,
     expert_params_mapping, gate.weight -> text_experts_gate, gate.weight_1 -> vision_experts_gate);
     ernie45_moe.py for the text-only family."""
-    s = view.adapter.shape
-    n_experts = s.experts["text"] + s.experts.get("vision", 0) if view.vl else s.experts["text"]
-    L = r"model\.layers\.(?P<n>\d+)\."
-    allowed = [r"lm_head\.weight", r"model\.embed_tokens\.weight", r"model\.norm\.weight",
-               L + r"(?:input_layernorm|post_attention_layernorm)\.weight",
-               L + r"self_attn\.[qkvo]_proj\." + _LINEAR_SUFFIX,
-               L + r"mlp\.(?:shared_experts\.)?(?:gate|up|down)_proj\." + _LINEAR_SUFFIX,
-               L + r"mlp\.experts\.(?P<k>\d+)\.(?:gate|up|down)_proj\." + _PACKED_SUFFIX,
-               L + (r"mlp\.gate\.weight(?:_1)?" if view.vl else r"mlp\.gate\.weight"),
-               L + r"mlp\.moe_statics\.e_score_correction_bias"]
-    if view.vl:
-        allowed.append(r"model\.(?:vision_model|resampler_model)\..+\.(?:weight|bias)")
-    rxs = [re.compile(a) for a in allowed]
+    n_experts = sum(view.adapter.shape.experts.values())
+    rxs = [re.compile(a) for a in view.adapter.vllm_tensor_patterns()]  # the family's names: quantkit.adapters
     bad = []
     for name in sorted(view.v.tensors):
         m = next((rx.fullmatch(name) for rx in rxs if rx.fullmatch(name)), None)
@@ -334,14 +307,13 @@ def vllm_router_unquantized(view: VllmView) -> Check:
                 bad.append(f"{m.module} ({unit.modality} router) is stored quantized "
                            f"({', '.join(sorted(m.packed.parts))})")
     for name, ref in sorted(view.v.tensors.items()):
-        leaf = name.rsplit(".", 1)[-1]
-        if (".mlp.gate." in name and leaf in ("weight", "weight_1")) or name.endswith("e_score_correction_bias"):
-            if ref.dtype not in ("F32", "BF16", "F16"):
-                bad.append(f"{name}: dtype {ref.dtype}, vLLM loads routers and the routing bias as float")
+        role = view.role_of(name)
+        if role is not None and role.kind in ("router", "router_bias") and ref.dtype not in ("F32", "BF16", "F16"):
+            bad.append(f"{name}: dtype {ref.dtype}, vLLM loads routers and the routing bias as float")
+    routed = {u.layer for u in view.of_kind("router")}  # stored float or quantized
     for layer in view.adapter.shape.moe_layers:
-        if not any(n.startswith(f"model.layers.{layer}.mlp.gate.") for n in view.v.tensors) and \
-                not any(m.startswith(f"model.layers.{layer}.mlp.gate") for m in view.v.packed_modules()):
-            bad.append(f"model.layers.{layer}.mlp.gate.weight: missing")
+        if layer not in routed:
+            bad.append(f"layer {layer}: router weight missing")
     return from_offenders("vllm.router_unquantized", bad, "routers and the routing bias must stay float "
                           "(vLLM: KeyError: ...mlp.gate.qweight)", SRC_VL_LOAD)
 
@@ -545,9 +517,7 @@ def transformers_schemes(v: VariantFiles) -> Check:
     """Every quantized module resolves (GPTQModel semantics: base fields + first matching `dynamic` key
     on the checkpoint module name, `-:` = float) to the scheme the plan recorded and the files hold;
     a module the config skips or reads with other bits/groups would be mis-decoded or refused.
-    Source: quantkit/quant_config.py module_scheme (used by quantkit.load)."""
-    from ..quant_config import module_scheme
-
+    Source: quantkit/formats/gptq/config.py module_scheme (used by quantkit.load)."""
     bad = []
     for module, pm in v.packed_modules().items():
         if pm.problems or not pm.bits:
@@ -577,9 +547,6 @@ def transformers_load(v: VariantFiles, max_bytes: int = 4 * 2**30) -> Check:
     keys, from exactly the tensors the plan names, and its logits on a short prompt are finite.
     Skipped (not failed) for variants whose dequantized fp32 weights would not fit `max_bytes`.
     Source: quantkit/loader.py load (transformers 5.24 from_pretrained, output_loading_info)."""
-    import torch
-
-    from ..loader import dequantized_state_dict
 
     cid = "transformers.load"
     total = sum(pm.in_features * pm.out_features * 4 for pm in v.packed_modules().values()

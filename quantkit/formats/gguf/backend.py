@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from ..quantize.gptq import gptq_quantize
-from ..quantize.pipeline import Backend
-from ..quantize.rtn import quantize_rtn_experts
-from ..quantize.scheme import QuantScheme
+from ...quantize.gptq import gptq_quantize
+from ...quantize.pipeline import Backend
+from ...quantize.rtn import quantize_rtn_experts
+from ...scheme import QuantScheme
 from .q2k import gptq_on_grid, rtn_on_grid
 from .types import BlockWeight, from_quantized, type_for_scheme
 

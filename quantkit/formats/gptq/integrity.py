@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +32,15 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from ..checkpoint import INDEX_NAME, SINGLE_NAME
-from ..errors import QuantkitError
-from ..variant import MANIFEST, read_manifest, sha256_file
-from .report import Check, failed, from_offenders, skipped
+from ...checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
+from ...errors import CheckpointError, VariantCorrupt
+from ...manifest import MANIFEST, read_manifest, verify_files
+from ...scheme import QuantScheme, parse_scheme_label
+from ...verdicts import Check, failed, from_offenders, skipped
 
 PACKED_PARTS = ("qweight", "qzeros", "scales", "g_idx")
 _PART_DTYPES = {"qweight": "I32", "qzeros": "I32", "scales": "F16", "g_idx": "I32"}
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
-_SCHEME_RX = re.compile(r"^(?P<method>[a-z]+)-w(?P<bits>\d+)(?:g(?P<g>\d+)|(?P<ch>ch))(?P<asym>-asym)?(?P<act>-actorder)?$")
 _NP_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
               "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 
@@ -58,25 +57,6 @@ class TensorRef:
     @property
     def nbytes(self) -> int:
         return self.end - self.start
-
-
-@dataclass(frozen=True)
-class SchemeLabel:
-    """A manifest scheme label such as `rtn-w4g128`, `gptq-w2g64-asym`, `gptq-w4ch-actorder`."""
-    bits: int
-    group_size: int  # -1 = per-channel
-    sym: bool
-    desc_act: bool
-
-    @classmethod
-    def parse(cls, label: str) -> "SchemeLabel | None":
-        m = _SCHEME_RX.match(label or "")
-        if not m:
-            return None
-        return cls(int(m["bits"]), -1 if m["ch"] else int(m["g"]), not m["asym"], bool(m["act"]))
-
-    def effective_group(self, in_features: int) -> int:
-        return in_features if self.group_size == -1 else self.group_size
 
 
 @dataclass
@@ -169,17 +149,17 @@ class VariantFiles:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_dir():
-            raise QuantkitError(f"{path}: not a directory; pass a variant directory written by quantkit quantize")
+            raise VariantCorrupt(f"{path}: not a directory; pass a variant directory written by quantkit quantize")
         self.manifest = read_manifest(self.path)
         if not isinstance(self.manifest, dict) or "tensors" not in self.manifest:
-            raise QuantkitError(f"{self.path / MANIFEST}: has no `tensors` table; not a quantkit variant manifest")
+            raise VariantCorrupt(f"{self.path / MANIFEST}: has no `tensors` table; not a quantkit variant manifest")
         cfg = self.path / "config.json"
         try:
             self.config: dict = json.loads(cfg.read_text())
         except FileNotFoundError:
-            raise QuantkitError(f"{cfg}: missing; not a complete variant")
+            raise VariantCorrupt(f"{cfg}: missing; not a complete variant")
         except json.JSONDecodeError as e:
-            raise QuantkitError(f"{cfg}: invalid JSON ({e})")
+            raise VariantCorrupt(f"{cfg}: invalid JSON ({e})")
         self.qcfg: dict | None = self.config.get("quantization_config")
         self.tensors, self.index_problems, self.weight_map = scan_tensors(self.path)
         self._packed: dict[str, PackedModule] | None = None
@@ -202,9 +182,9 @@ class VariantFiles:
     def plan(self) -> dict[str, dict]:
         return self.manifest["tensors"]
 
-    def planned_scheme(self, module: str) -> SchemeLabel | None:
+    def planned_scheme(self, module: str) -> QuantScheme | None:
         entry = self.plan.get(f"{module}.weight")
-        return SchemeLabel.parse(entry.get("scheme", "")) if entry else None
+        return parse_scheme_label(entry.get("scheme", "")) if entry else None
 
     def packed_modules(self) -> dict[str, PackedModule]:
         """Every module with at least one of qweight/qzeros/scales/g_idx, with what its shapes say."""
@@ -259,25 +239,13 @@ def _describe(module: str, parts: dict[str, TensorRef]) -> PackedModule:
 
 # -- checks ---------------------------------------------------------------------------------------
 def check_checksums(v: VariantFiles) -> Check:
+    """Every file matches quantkit.json and none is unlisted, by the one rule of manifest.verify_files."""
     files = v.manifest.get("files")
     if not isinstance(files, dict) or not files:
         return failed("integrity.checksums", [f"{MANIFEST} has no `files` table"],
                       f"{MANIFEST} records no file checksums")
-    bad = []
-    for rel, meta in sorted(files.items()):
-        p = v.path / rel
-        if not p.is_file():
-            bad.append(f"{rel}: missing")
-        elif p.stat().st_size != meta.get("size"):
-            bad.append(f"{rel}: size {p.stat().st_size}, manifest says {meta.get('size')}")
-        elif sha256_file(p) != meta.get("sha256"):
-            bad.append(f"{rel}: sha256 differs from the manifest (corrupted or modified)")
-    for p in sorted(v.path.rglob("*")):
-        rel = str(p.relative_to(v.path))
-        if p.is_file() and p.name != MANIFEST and rel not in files and not any(
-                part.startswith(".") for part in p.relative_to(v.path).parts):
-            bad.append(f"{rel}: not listed in {MANIFEST}")
-    return from_offenders("integrity.checksums", bad, "files must match the sha256 and size in quantkit.json")
+    problems = [str(p) for p in verify_files(v.path).problems]
+    return from_offenders("integrity.checksums", problems, "files must match the sha256 and size in quantkit.json")
 
 
 def check_index(v: VariantFiles) -> Check:
@@ -293,7 +261,7 @@ def check_packed_shapes(v: VariantFiles, source_shapes: dict[str, tuple] | None 
             continue
         planned = v.planned_scheme(module)
         if planned is not None:
-            g = planned.effective_group(pm.in_features)
+            g = planned.effective_group_size(pm.in_features)
             if planned.bits != pm.bits or pm.group_size != g:
                 bad.append(f"{module}: stored as {pm.bits}-bit group {pm.group_size}, the manifest plans "
                            f"{planned.bits}-bit group {g}")
@@ -359,10 +327,9 @@ def open_source(v: VariantFiles, source: str | Path | None) -> tuple[Path | None
     if not ident:
         return None, f"{MANIFEST} names no source; pass --source DIR"
     try:
-        from ..checkpoint import Checkpoint
         return Checkpoint.open(ident, (v.manifest.get("source") or {}).get("revision") if source is None
                                else None).path, ident
-    except QuantkitError as e:
+    except CheckpointError as e:
         return None, f"source {ident} cannot be opened ({e}); pass --source DIR"
 
 

@@ -12,12 +12,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..adapters import adapter_for
-from ..checkpoint import Checkpoint, atomic_output_dir
-from ..errors import QuantkitError
-from ..plan import Plan
-from ..variant import _copy_side_files, _manifest, read_manifest, write_manifest
-from .writer import ARCH_NAME, GGUFFile, _pad, check_architecture, check_tokenizer, expert_type, gguf_layout
+from ...adapters import adapter_for
+from ...checkpoint import Checkpoint, atomic_output_dir
+from ...errors import QuantkitError, VariantCorrupt
+from ...plan import Plan
+from ...manifest import read_manifest, write_manifest
+from ...variant_dir import copy_side_files, manifest_record
+from .writer import GGUFFile, _pad, check_architecture, check_tokenizer, expert_type, gguf_layout
+
+
+FORMAT_NAME = "gguf"
 
 
 def base_name(source: str) -> str:
@@ -39,18 +43,18 @@ def gguf_file(variant: str | Path) -> Path:
     """The .gguf of a GGUF variant directory (its manifest names it)."""
     variant = Path(variant)
     m = read_manifest(variant)
-    if m.get("format") != "gguf":
-        raise QuantkitError(f"{variant}: format {m.get('format')!r} in quantkit.json; not a GGUF variant")
+    if m.get("format") != FORMAT_NAME:
+        raise VariantCorrupt(f"{variant}: format {m.get('format')!r} in quantkit.json; not a GGUF variant")
     name = (m.get("gguf") or {}).get("file")
     if not name or not (variant / name).is_file():
-        raise QuantkitError(f"{variant}: the GGUF file {name!r} named in quantkit.json is missing")
+        raise VariantCorrupt(f"{variant}: the GGUF file {name!r} named in quantkit.json is missing")
     return variant / name
 
 
 def is_gguf_variant(variant: str | Path) -> bool:
     p = Path(variant) / "quantkit.json"
     try:
-        return p.is_file() and json.loads(p.read_text()).get("format") == "gguf"
+        return p.is_file() and json.loads(p.read_text()).get("format") == FORMAT_NAME
     except (OSError, json.JSONDecodeError):
         return False
 
@@ -81,7 +85,7 @@ def write_gguf_variant(
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         f = GGUFFile(tmp / fname, ckpt.path, config, adapter, plan, name)
         try:
-            produce(f.add)
+            produced = produce(f.add) or {}
         except BaseException:
             f.abort()
             raise
@@ -91,19 +95,18 @@ def write_gguf_variant(
         if size != predicted or data != plan.predicted_bytes:
             raise QuantkitError(f"internal: wrote a {size}-byte GGUF ({data} tensor bytes), the plan predicted {predicted} "
                                 f"({plan.predicted_bytes}); please report this")
-        _copy_side_files(ckpt, tmp)
+        copy_side_files(ckpt, tmp)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        manifest = _manifest(ckpt, plan, time.time() - started, extra or {})
-        manifest["format"] = "gguf"
+        manifest = manifest_record(ckpt, plan, time.time() - started, {**(extra or {}), **produced})
         if source_record is not None:
             manifest["source"] = {**manifest["source"], **source_record}
-        manifest["gguf"] = {"file": fname, "arch": ARCH_NAME, "file_bytes": size, "predicted_file_bytes": predicted,
+        manifest["gguf"] = {"file": fname, "arch": adapter.gguf_arch, "file_bytes": size, "predicted_file_bytes": predicted,
                             "header_bytes": f.header_bytes, "tensors": len(layout),
                             "expert_type": expert_type(plan),
                             "serve": f"llama-server -m {fname}"}
         by_source = {m: t.name for t in layout for m in t.members}
         for e in plan.entries:
-            manifest["tensors"][e.name]["gguf_type"] = e.gguf_type
+            manifest["tensors"][e.name]["gguf_type"] = e.storage
             manifest["tensors"][e.name]["gguf_name"] = by_source[e.name]
             manifest["tensors"][e.name]["shape"] = list(e.shape)
         write_manifest(tmp, manifest)

@@ -12,25 +12,32 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 
-from .errors import QuantkitError
-from .plan import Plan, TensorPlan
-from .quantize.scheme import QuantScheme
+from ...errors import PlanRefused
+from ...plan import Plan, TensorPlan
+from ...scheme import QuantScheme
 
 _INDEX = re.compile(r"\.\d+\.")
-_EXPERT = re.compile(r"\.experts\.(\d+)\.")
 
 
 def _fields(s: QuantScheme) -> dict:
     return {"bits": s.bits, "group_size": s.group_size, "sym": s.sym, "desc_act": s.desc_act}
 
 
+def _expert_number(module: str) -> int:
+    """A routed expert's number as its module name spells it: the last index in the name
+    (`model.layers.3.mlp.experts.70.down_proj` -> 70; the role's `expert` counts within a modality)."""
+    return int(list(_INDEX.finditer(module))[-1].group()[1:-1])
+
+
 def _regex(module: str, expert_ids: set[int] | None = None) -> str:
-    """An anchored regex for `module` with every index generalised to `\\d+`, except expert
-    indices when `expert_ids` is given (then they become an explicit alternation)."""
+    """An anchored regex for `module` with every index generalised to `\\d+`, except, when `expert_ids`
+    is given (a routed expert's module), its expert number (the last index), which becomes an explicit
+    alternation."""
     out, pos = [], 0
-    for m in _INDEX.finditer(module):
+    indices = list(_INDEX.finditer(module))
+    for m in indices:
         out.append(re.escape(module[pos:m.start()]))
-        is_expert = module[:m.start()].endswith(".experts")
+        is_expert = m is indices[-1]
         if is_expert and expert_ids is not None:
             out.append(r"\.(?:" + "|".join(str(k) for k in sorted(expert_ids)) + r")\.")
         else:
@@ -43,18 +50,23 @@ def _regex(module: str, expert_ids: set[int] | None = None) -> str:
 def build_quantization_config(plan: Plan, adapter=None) -> dict:
     quantized = plan.quantized()
     if not quantized:
-        raise QuantkitError(f"profile {plan.profile.name}: quantizes no tensor of {plan.source}")
+        raise PlanRefused(f"profile {plan.profile.name}: quantizes no tensor of {plan.source}")
     base = dict(Counter(tuple(_fields(e.scheme).items()) for e in quantized).most_common(1)[0][0])
     dynamic: dict[str, dict] = {}
     # Quantized modules that differ from the base, grouped by generalised name and override.
     groups: dict[tuple, set[int]] = defaultdict(set)
+    routed: set[tuple] = set()  # groups of routed experts' modules
     for e in quantized:
         override = tuple((k, v) for k, v in _fields(e.scheme).items() if v != base[k])
         if override:
-            m = _EXPERT.search(e.module)
-            groups[(_INDEX.sub(".0.", e.module), override)].add(int(m.group(1)) if m else -1)
+            key = (_INDEX.sub(".0.", e.module), override)
+            if e.role.kind == "routed_expert":
+                routed.add(key)
+                groups[key].add(_expert_number(e.module))
+            else:
+                groups[key].add(-1)
     for (module, override), experts in groups.items():
-        ids = experts if ".experts." in module else None
+        ids = experts if (module, override) in routed else None
         dynamic.setdefault(f"+:{_regex(module, ids)}", dict(override))
     # Kept modules: their float weights stay, so loaders must not look for qweight there.
     for e in plan.entries:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from ..quantize.gptq import gptq_quantize_on_grid, grid_codes
+from ...quantize.gptq import gptq_quantize_on_grid, grid_codes
 from .types import QK_K, QUANT_TYPES, BlockWeight
 
 

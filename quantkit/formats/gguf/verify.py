@@ -2,7 +2,8 @@
 
 Integrity:
   integrity.checksums       every file listed in quantkit.json matches its sha256 and size, none unlisted
-  integrity.gguf_file       the .gguf reads with the `gguf` package: arch ernie4_5-moe, one GGUF tensor
+  integrity.gguf_file       the .gguf reads with the `gguf` package: the model family's llama.cpp arch
+                            (ernie4_5-moe for the text ERNIE-4.5 MoE), one GGUF tensor
                             for each planned one with the planned GGML type, the size quantkit.json
                             predicted, and the hyper-parameters llama.cpp needs for this arch
   integrity.finite_scales   no NaN or infinite d / min in any quantized block
@@ -21,9 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import QuantkitError
-from ..verify.report import Check, RuntimeVerdict, VerifyReport, failed, from_offenders, passed, skipped
-from ..variant import read_manifest
+from ...checkpoint import Checkpoint
+from ...errors import CheckpointError, QuantkitError
+from ...loader import load as load_model
+from ...verdicts import Check, RuntimeVerdict, VerifyReport, failed, from_offenders, passed, skipped
+from ...manifest import read_manifest, verify_files
+from .reader import source_tensors
 from .types import BlockWeight
 from .variant import gguf_file
 
@@ -34,27 +38,23 @@ _REQUIRED_KEYS = ("block_count", "embedding_length", "attention.head_count", "at
 _SRC = "llama.cpp src/models/ernie4-5.cpp (load_arch_hparams / load_arch_tensors)"
 
 
-def _wanted(runtimes) -> tuple[str, ...]:
-    from ..verify import RUNTIMES as GPTQ_RUNTIMES
-
-    if isinstance(runtimes, str):
-        runtimes = (runtimes,)
-    if tuple(runtimes) == tuple(GPTQ_RUNTIMES):  # verify()'s default (package calls it so): this format's runtimes
-        runtimes = ("all",)
-    out: list[str] = []
-    for r in runtimes:
-        for name in (RUNTIMES if r == "all" else (r,)):
-            if name not in out:
-                out.append(name)
-    return tuple(out)
-
-
 def check_checksums(variant: Path) -> Check:
-    from ..package import verify_files
-
     rep = verify_files(variant)
     return from_offenders("integrity.checksums", [str(p) for p in rep.problems],
                           "files must match the sha256 and size in quantkit.json")
+
+
+def _expected_arch(variant: Path, manifest: dict) -> str | None:
+    """The llama.cpp architecture of the variant's model family (its config.json's adapter), else the
+    one quantkit.json records."""
+    import json
+
+    from ...adapters import adapter_for
+
+    try:
+        return adapter_for(json.loads((variant / "config.json").read_text())).gguf_arch
+    except (OSError, ValueError, QuantkitError):
+        return (manifest.get("gguf") or {}).get("arch")
 
 
 def check_file(variant: Path, manifest: dict):
@@ -69,8 +69,9 @@ def check_file(variant: Path, manifest: dict):
     bad = []
     fields = reader.fields
     arch = fields["general.architecture"].contents() if "general.architecture" in fields else None
-    if arch != "ernie4_5-moe":
-        bad.append(f"general.architecture is {arch!r}, not 'ernie4_5-moe'")
+    expected = _expected_arch(variant, manifest)
+    if arch != expected:
+        bad.append(f"general.architecture is {arch!r}, not {expected!r}")
     for key in _REQUIRED_KEYS:
         if f"{arch}.{key}" not in fields:
             bad.append(f"{arch}.{key} missing")
@@ -96,9 +97,6 @@ def check_file(variant: Path, manifest: dict):
 
 
 def check_values(variant: Path, manifest: dict, reader, source: str | Path | None) -> list[Check]:
-    from ..checkpoint import Checkpoint
-    from .reader import source_tensors
-
     tensors = source_tensors(variant, reader)
     bad_scales = [n for n, v in tensors.items() if isinstance(v, BlockWeight)
                   and not all(torch.isfinite(x).all() for x in (v.d, v.m) if x is not None)]
@@ -106,7 +104,7 @@ def check_values(variant: Path, manifest: dict, reader, source: str | Path | Non
     src = source or (manifest.get("source") or {}).get("id")
     try:
         ckpt = Checkpoint.open(src) if src and Path(str(src)).is_dir() else None
-    except QuantkitError:
+    except CheckpointError:
         ckpt = None
     if ckpt is None:
         return [finite, skipped("integrity.kept_identical", f"source {src} is not a local directory; pass --source",
@@ -151,8 +149,6 @@ def check_llama_cpp(variant: Path) -> Check:
 def check_transformers(variant: Path, load: bool) -> Check:
     if not load:
         return skipped("transformers.load", "--no-load")
-    from ..loader import load as load_model
-
     try:
         model = load_model(variant)
         with torch.no_grad():
@@ -173,7 +169,7 @@ def verify_gguf(variant: str | Path, runtimes=RUNTIMES, source: str | Path | Non
     if reader is not None:
         integrity += check_values(variant, manifest, reader, source)
     report = VerifyReport(str(variant), integrity)
-    for name in _wanted(runtimes):
+    for name in runtimes:
         if name == "llama.cpp":
             checks = [check_llama_cpp(variant)]
         elif name == "transformers":

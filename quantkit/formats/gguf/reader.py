@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from gguf import GGUFReader
 
-from ..errors import QuantkitError
-from ..variant import read_manifest
+from ...errors import VariantCorrupt
+from ...manifest import read_manifest
 from .types import QUANT_TYPES, BlockWeight, decode, float_from_array
 from .variant import gguf_file
 
@@ -21,7 +21,21 @@ def open_reader(variant: str | Path) -> GGUFReader:
     try:
         return GGUFReader(path)
     except (ValueError, OSError) as e:
-        raise QuantkitError(f"{path}: not a readable GGUF file ({e})")
+        raise VariantCorrupt(f"{path}: not a readable GGUF file ({e})")
+
+
+def _adapter(variant: str | Path):
+    """The model family's adapter, from the variant's config.json."""
+    import json
+
+    from ...adapters import adapter_for
+
+    path = Path(variant) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise VariantCorrupt(f"{path}: unreadable ({e}); a GGUF variant keeps its source's config.json")
+    return adapter_for(config, where=str(path))
 
 
 def source_tensors(variant: str | Path, reader: GGUFReader | None = None) -> dict[str, BlockWeight | torch.Tensor]:
@@ -35,14 +49,16 @@ def source_tensors(variant: str | Path, reader: GGUFReader | None = None) -> dic
     for name, rec in manifest["tensors"].items():
         members.setdefault(rec["gguf_name"], []).append(name)
     out: dict[str, BlockWeight | torch.Tensor] = {}
+    adapter = None
     for gname, names in members.items():
         t = by_gguf.get(gname)
         if t is None:
-            raise QuantkitError(f"{variant}: GGUF tensor {gname} (for {names[0]}) is missing from the file")
+            raise VariantCorrupt(f"{variant}: GGUF tensor {gname} (for {names[0]}) is missing from the file")
         type_name = t.tensor_type.name
         data = np.asarray(t.data)
         if len(names) > 1:  # stacked experts, in expert order
-            names = sorted(names, key=lambda n: int(n.split(".experts.")[1].split(".")[0]))
+            adapter = adapter or _adapter(variant)
+            names = sorted(names, key=lambda n: adapter.role_of(n).expert)
             data = data.reshape(len(names), -1)
         else:
             data = data.reshape(1, -1)

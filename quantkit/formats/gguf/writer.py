@@ -10,9 +10,10 @@ conversion/ernie.py `Ernie4_5MoeModel` of the llama.cpp tree), from the source's
   without it llama.cpp leaves the shared-expert tensors unused and refuses the file),
   `leading_dense_block_count` (= moe_layer_start_index) and `interleave_moe_layer_step`. llama.cpp
   treats every layer from the first MoE layer on as MoE (step 1), so other layouts are refused;
-- tensors by `gguf.get_tensor_name_map(MODEL_ARCH.ERNIE4_5_MOE, n_layers)`; the routed experts of a
-  layer stacked as `blk.N.ffn_{gate,up,down}_exps.weight` (numpy shape [E, out, in], expert order);
-  `mlp.moe_statics.e_score_correction_bias` [1, E] as `blk.N.exp_probs_b.bias` [E];
+- tensors by `gguf.get_tensor_name_map(arch, n_layers)` for the adapter's `gguf_arch`; the routed
+  experts of a layer (roles `routed_expert`) stacked as `blk.N.ffn_{gate,up,down}_exps.weight` (numpy
+  shape [E, out, in], expert order); the routing bias (role `router_bias`, ERNIE's
+  `mlp.moe_statics.e_score_correction_bias` [1, E]) as `blk.N.exp_probs_b.bias` [E];
 - the vocabulary from `tokenizer.model` (SentencePiece: pieces, scores, types incl. byte tokens),
   the added tokens of tokenizer.json (control if special, else user-defined), padded with `[PADi]`
   to config.vocab_size; special ids, chat template (`gguf.SpecialVocab`); whether a BOS/EOS is added
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +37,14 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from ..errors import QuantkitError
-from ..plan import Plan, TensorPlan
+from ...errors import PlanRefused, QuantkitError
+from ...plan import Plan, TensorPlan
 from .types import QUANT_TYPES, BlockWeight, encode, float_array, tensor_nbytes
 
-ARCH = gguf.MODEL_ARCH.ERNIE4_5_MOE
-ARCH_NAME = gguf.MODEL_ARCH_NAMES[ARCH]
 ALIGN = gguf.GGUF_DEFAULT_ALIGNMENT
-_EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
-_BIAS = re.compile(r"^model\.layers\.(\d+)\.mlp\.moe_statics\.e_score_correction_bias$")
+# llama.cpp's stacked routed-expert tensors, by projection
+_EXPERT_TENSORS = {"gate": gguf.MODEL_TENSOR.FFN_GATE_EXP, "up": gguf.MODEL_TENSOR.FFN_UP_EXP,
+                   "down": gguf.MODEL_TENSOR.FFN_DOWN_EXP}
 # llama.cpp's file-type labels (general.file_type, the `-<type>` of the file name) by expert type.
 FILE_TYPES = {"Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
               "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1, "Q3_K": gguf.LlamaFileType.MOSTLY_Q3_K_M,
@@ -80,38 +79,52 @@ class GGUFTensor:
 
 def expert_type(plan: Plan) -> str:
     """The routed experts' type: the variant's headline (file name, general.file_type)."""
-    types = [e.gguf_type for e in plan.entries if e.role.kind == "routed_expert"]
+    types = [e.storage for e in plan.entries if e.role.kind == "routed_expert"]
     return max(set(types), key=types.count) if types else "F32"
 
 
+def model_arch(adapter, ckpt=None) -> gguf.MODEL_ARCH:
+    """The llama.cpp architecture of the adapter's family (`Adapter.gguf_arch`), or PlanRefused."""
+    by_name = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
+    if adapter.gguf_arch is not None and adapter.gguf_arch in by_name:
+        return by_name[adapter.gguf_arch]
+    if adapter.gguf_arch is None:
+        why = adapter.gguf_unsupported or f"llama.cpp has no architecture for {adapter.family}"
+    else:
+        why = f"the installed gguf package has no architecture {adapter.gguf_arch!r}"
+    raise PlanRefused(f"{getattr(ckpt, 'source', 'model')}: --format gguf: {why}; quantize this model in the "
+                      "GPTQ format instead")
+
+
 def check_architecture(adapter, ckpt=None) -> None:
-    """The source must be a layout llama.cpp's `ernie4_5-moe` graph runs."""
-    if adapter.family != "ernie45_moe":
-        raise QuantkitError(f"{getattr(ckpt, 'source', 'model')}: --format gguf: llama.cpp has no ERNIE-4.5-VL "
-                            "architecture (only the text ERNIE-4.5 MoE, arch ernie4_5-moe, "
-                            "Ernie4_5_MoeForCausalLM); quantize this model in the GPTQ format instead")
+    """The source must be a layout llama.cpp's graph for its architecture runs."""
+    name = gguf.MODEL_ARCH_NAMES[model_arch(adapter, ckpt)]
     s, c = adapter.shape, adapter.config
     moe = list(s.moe_layers)
     if not moe or moe != list(range(moe[0], s.num_layers)):
-        raise QuantkitError(f"config.json: MoE layers {moe[:3]}...{moe[-1:]} of {s.num_layers}; llama.cpp's ernie4_5-moe "
-                            "treats every layer from moe_layer_start_index on as MoE (moe_layer_interval 1, "
-                            "moe_layer_end_index the last layer)")
+        raise PlanRefused(f"config.json: MoE layers {moe[:3]}...{moe[-1:]} of {s.num_layers}; llama.cpp's {name} "
+                          "treats every layer from moe_layer_start_index on as MoE (moe_layer_interval 1, "
+                          "moe_layer_end_index the last layer)")
     rope = c.get("rope_parameters") or {}
     if rope.get("rope_type", "default") != "default":
-        raise QuantkitError(f"config.json: rope_type {rope.get('rope_type')!r}; the ernie4_5-moe GGUF writer "
-                            "supports the default RoPE only")
+        raise PlanRefused(f"config.json: rope_type {rope.get('rope_type')!r}; the {name} GGUF writer "
+                          "supports the default RoPE only")
 
 
 def gguf_layout(plan: Plan, adapter) -> list[GGUFTensor]:
     """Every tensor of the file in file order: tensors outside the layers, then layer by layer,
     each layer's experts stacked at the place of their first member."""
+    arch = model_arch(adapter)
     n_layers = adapter.shape.num_layers
-    tmap = gguf.get_tensor_name_map(ARCH, n_layers)
+    tmap = gguf.get_tensor_name_map(arch, n_layers)
+
+    def stacked(e: TensorPlan) -> bool:  # a routed expert's weight matrix: one slice of its layer's stack
+        return e.role.kind == "routed_expert" and len(e.shape) == 2
+
     stacks: dict[tuple[int, str], list[tuple[int, TensorPlan]]] = {}
     for e in plan.entries:
-        m = _EXPERT.match(e.name)
-        if m:
-            stacks.setdefault((int(m[1]), m[3]), []).append((int(m[2]), e))
+        if stacked(e):
+            stacks.setdefault((e.role.layer, e.role.proj), []).append((e.role.expert, e))
     out: list[GGUFTensor] = []
     done_stacks = set()
 
@@ -119,32 +132,31 @@ def gguf_layout(plan: Plan, adapter) -> list[GGUFTensor]:
         return (-1 if e.role.layer is None else e.role.layer, e.name)
 
     for e in sorted(plan.entries, key=key):
-        m = _EXPERT.match(e.name)
-        if m:
-            layer, proj = int(m[1]), m[3]
+        if stacked(e):
+            layer, proj = e.role.layer, e.role.proj
             if (layer, proj) in done_stacks:
                 continue
             done_stacks.add((layer, proj))
             members = [x for _, x in sorted(stacks[(layer, proj)], key=lambda kv: kv[0])]
             ids = sorted(k for k, _ in stacks[(layer, proj)])
-            if ids != list(range(adapter.shape.experts["text"])):
+            n_experts = adapter.shape.experts[e.role.modality]
+            if ids != list(range(n_experts)):
                 raise QuantkitError(f"layer {layer}: experts {ids[:5]}... for {proj}_proj, "
-                                    f"expected 0..{adapter.shape.experts['text'] - 1}")
-            name = tmap.get_name(f"model.layers.{layer}.mlp.experts.{proj}_proj") + ".weight"
-            out.append(GGUFTensor(name, (len(members), *members[0].shape), e.gguf_type, [x.name for x in members]))
+                                    f"expected 0..{n_experts - 1}")
+            name = gguf.TENSOR_NAMES[_EXPERT_TENSORS[proj]].format(bid=layer) + ".weight"
+            out.append(GGUFTensor(name, (len(members), *members[0].shape), e.storage, [x.name for x in members]))
             continue
-        m = _BIAS.match(e.name)
-        if m:
-            name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.FFN_EXP_PROBS_B].format(bid=int(m[1])) + ".bias"
+        if e.role.kind == "router_bias":
+            name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.FFN_EXP_PROBS_B].format(bid=e.role.layer) + ".bias"
             n = 1
             for d in e.shape:
                 n *= d
-            out.append(GGUFTensor(name, (n,), e.gguf_type, [e.name]))
+            out.append(GGUFTensor(name, (n,), e.storage, [e.name]))
             continue
         mapped = tmap.get_type_and_name(e.name, try_suffixes=(".weight", ".bias"))
         if mapped is None:
-            raise QuantkitError(f"tensor {e.name}: no llama.cpp {ARCH_NAME} tensor takes it")
-        out.append(GGUFTensor(mapped[1], tuple(e.shape), e.gguf_type, [e.name]))
+            raise QuantkitError(f"tensor {e.name}: no llama.cpp {gguf.MODEL_ARCH_NAMES[arch]} tensor takes it")
+        out.append(GGUFTensor(mapped[1], tuple(e.shape), e.storage, [e.name]))
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise QuantkitError(f"two source tensors map to one GGUF tensor ({[n for n in names if names.count(n) > 1][0]})")
@@ -297,7 +309,7 @@ class GGUFFile:
                  hold_bytes: int = 256 * 2**20):
         self.path = Path(path)
         self.layout = gguf_layout(plan, adapter)
-        self.writer = gguf.GGUFWriter(self.path, ARCH_NAME)
+        self.writer = gguf.GGUFWriter(self.path, gguf.MODEL_ARCH_NAMES[model_arch(adapter)])
         add_metadata(self.writer, Path(model_dir), config, adapter, plan, name)
         for t in self.layout:
             raw = gguf.GGMLQuantizationType[t.type]
@@ -393,5 +405,5 @@ def predicted_file_bytes(model_dir: Path, config: dict, adapter, plan: Plan, nam
     return _pad(header) + sum(_pad(t.nbytes) for t in layout)
 
 
-__all__ = ["ARCH_NAME", "FILE_TYPES", "GGUFFile", "GGUFTensor", "check_architecture", "check_tokenizer",
-           "expert_type", "gguf_layout", "predicted_file_bytes"]
+__all__ = ["FILE_TYPES", "GGUFFile", "GGUFTensor", "check_architecture", "check_tokenizer",
+           "expert_type", "gguf_layout", "model_arch", "predicted_file_bytes"]

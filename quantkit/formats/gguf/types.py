@@ -17,7 +17,7 @@ Exactness (why each row is the same number in both places):
 - GPTQ's symmetric grid is scale * (code - 2**(b-1)) with an fp16 scale (quantkit rounds scales to
   fp16 before choosing codes), i.e. Q8_0 / Q4_0 with d = scale. Products of an fp16 d (11-bit
   significand) with an integer below 2**8 need at most 19 bits, so every form below is exact in fp32.
-- Q4_1 stores the min m in fp16. A GPTQ asymmetric group is scale * (code - zero) = scale * code - 
+- Q4_1 stores the min m in fp16. A GPTQ asymmetric group is scale * (code - zero) = scale * code -
   scale * zero, which is Q4_1 only where scale * zero is itself an fp16 number; `export-gguf` checks
   that per group and refuses otherwise. `quantize --format gguf` instead fixes the Q4_1 grid (fp16 d,
   fp16 m per 32) first and runs GPTQ on it (`q2k.py`).
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from ..errors import QuantkitError
-from ..quantize.scheme import QuantizedWeight, QuantScheme
+from ...errors import PlanRefused
+from ...scheme import QuantizedWeight, QuantScheme
 
 QK_K = 256
 
@@ -90,15 +90,15 @@ def known_types_text() -> str:
 
 
 def type_for_scheme(scheme: QuantScheme, where: str) -> TypeSpec:
-    """The GGML type that holds `scheme` exactly, else a one-line QuantkitError naming `where`."""
+    """The GGML type that holds `scheme` exactly, else a one-line PlanRefused naming `where`."""
     if scheme.group_size == -1:
-        raise QuantkitError(f"{where}: per-channel {scheme.bits}-bit: no GGUF type holds it exactly "
+        raise PlanRefused(f"{where}: per-channel {scheme.bits}-bit: no GGUF type holds it exactly "
                             f"(GGUF types: {known_types_text()})")
     for t in QUANT_TYPES.values():
         if (t.bits, t.group, t.sym) == (scheme.bits, scheme.group_size, scheme.sym):
             return t
     sym = "symmetric" if scheme.sym else "asymmetric"
-    raise QuantkitError(f"{where}: {scheme.bits}-bit g{scheme.group_size} {sym}: no GGUF type holds it exactly "
+    raise PlanRefused(f"{where}: {scheme.bits}-bit g{scheme.group_size} {sym}: no GGUF type holds it exactly "
                         f"(GGUF types: {known_types_text()})")
 
 
@@ -111,12 +111,12 @@ def kept_type(role_kind: str, source_dtype: str, where: str) -> str:
     """GGML type of a tensor kept at source precision (value-identical)."""
     if role_kind in F32_ROLES:
         if source_dtype not in _SOURCE_FLOAT:
-            raise QuantkitError(f"{where}: dtype {source_dtype} is not a float; llama.cpp reads it as F32")
+            raise PlanRefused(f"{where}: dtype {source_dtype} is not a float; llama.cpp reads it as F32")
         return "F32"
     try:
         return _SOURCE_FLOAT[source_dtype]
     except KeyError:
-        raise QuantkitError(f"{where}: dtype {source_dtype} has no GGUF type (F32, F16, BF16)")
+        raise PlanRefused(f"{where}: dtype {source_dtype} has no GGUF type (F32, F16, BF16)")
 
 
 def check_rows(shape: tuple[int, ...], type_name: str, where: str) -> None:
@@ -124,7 +124,7 @@ def check_rows(shape: tuple[int, ...], type_name: str, where: str) -> None:
     if t is None:
         return
     if len(shape) != 2 or shape[1] % t.block:
-        raise QuantkitError(f"{where}: rows of {shape[-1]} weights; {type_name} needs rows that are a multiple of "
+        raise PlanRefused(f"{where}: rows of {shape[-1]} weights; {type_name} needs rows that are a multiple of "
                             f"{t.block} (weight {list(shape)}); keep it or pick a type with {t.group}-weight blocks")
 
 
@@ -145,11 +145,11 @@ def check_stacked_experts(entries) -> None:
     types: dict[tuple, dict[str, list[str]]] = {}
     for e in entries:
         if e.role.kind == "routed_expert":
-            types.setdefault((e.role.layer, e.role.proj), {}).setdefault(e.gguf_type, []).append(e.name)
+            types.setdefault((e.role.layer, e.role.proj), {}).setdefault(e.storage, []).append(e.name)
     for (layer, proj), by_type in sorted(types.items()):
         if len(by_type) > 1:
             first = sorted(by_type.items())
-            raise QuantkitError(f"layer {layer} routed experts ({proj}_proj) mix GGUF types "
+            raise PlanRefused(f"layer {layer} routed experts ({proj}_proj) mix GGUF types "
                                 f"{', '.join(f'{t} (e.g. {names[0]})' for t, names in first)}; llama.cpp stores a "
                                 f"layer's experts as one stacked tensor (blk.{layer}.ffn_{proj}_exps) of one type")
 
@@ -240,7 +240,7 @@ class BlockWeight:
 def check_gptq_grid(t: TypeSpec, where: str) -> None:
     """K-quant grids cannot come from a GPTQ result (fp16 per-group scales, integer zeros)."""
     if t.name in ("Q2_K", "Q3_K"):
-        raise QuantkitError(f"{where}: {t.label} is {t.name}, whose 16-weight groups take their scale"
+        raise PlanRefused(f"{where}: {t.label} is {t.name}, whose 16-weight groups take their scale"
                             f"{' and min' if not t.sym else ''} from {'4' if t.name == 'Q2_K' else '6'}-bit codes "
                             "against a per-256 fp16 d; a GPTQ file's fp16 per-group scales and integer zeros do not "
                             "describe that grid (quantize the source with --format gguf instead)")
@@ -248,34 +248,34 @@ def check_gptq_grid(t: TypeSpec, where: str) -> None:
 
 def from_quantized(qw: QuantizedWeight, type_name: str, where: str) -> BlockWeight:
     """A GPTQ/RTN result (codes, fp16 scales, integer zeros) as the GGML type, without requantizing;
-    a one-line QuantkitError naming `where` and the reason if the type cannot hold it exactly."""
+    a one-line PlanRefused naming `where` and the reason if the type cannot hold it exactly."""
     t = QUANT_TYPES[type_name]
     check_gptq_grid(t, where)
     out_f, in_f = qw.shape
     if (qw.bits, qw.group_size, qw.sym) != (t.bits, t.group, t.sym):
-        raise QuantkitError(f"{where}: {qw.bits}-bit g{qw.group_size} {'symmetric' if qw.sym else 'asymmetric'} "
+        raise PlanRefused(f"{where}: {qw.bits}-bit g{qw.group_size} {'symmetric' if qw.sym else 'asymmetric'} "
                             f"is not {t.name} ({t.label})")
     if in_f % t.block:
-        raise QuantkitError(f"{where}: rows of {in_f} weights are not whole {t.name} blocks of {t.block}")
+        raise PlanRefused(f"{where}: rows of {in_f} weights are not whole {t.name} blocks of {t.block}")
     if not torch.equal(qw.g_idx.long(), torch.arange(in_f) // t.group):
-        raise QuantkitError(f"{where}: act-order g_idx puts columns of one group apart; GGUF blocks are "
+        raise PlanRefused(f"{where}: act-order g_idx puts columns of one group apart; GGUF blocks are "
                             f"{t.group} consecutive weights (re-quantize with static groups or without act-order)")
     scales = qw.scales.float().T.contiguous()  # [out, n_groups]
     zeros = qw.zeros.long().T
     if not torch.equal(scales.half().float(), scales):
-        raise QuantkitError(f"{where}: scales are not fp16 numbers")
+        raise PlanRefused(f"{where}: scales are not fp16 numbers")
     if t.sym:
         bad = (zeros != 2 ** (t.bits - 1)).nonzero()
         if len(bad):
             r, g = bad[0].tolist()
-            raise QuantkitError(f"{where}: row {r} group {g} has zero point {int(zeros[r, g])}, not "
+            raise PlanRefused(f"{where}: row {r} group {g} has zero point {int(zeros[r, g])}, not "
                                 f"{2 ** (t.bits - 1)}: {t.name} is symmetric")
         return BlockWeight(t.name, qw.codes.to(torch.int32).clone(), scales)
     m = -(scales * zeros.float())  # exact in fp32: an fp16 scale times an integer below 16
     bad = (m.half().float() != m) | ~torch.isfinite(m.half().float())
     if bad.any():
         r, g = bad.nonzero()[0].tolist()
-        raise QuantkitError(f"{where}: row {r} group {g}: the min -scale*zero = {m[r, g].item():.9g} is not an fp16 "
+        raise PlanRefused(f"{where}: row {r} group {g}: the min -scale*zero = {m[r, g].item():.9g} is not an fp16 "
                             f"number ({int(bad.sum())} of {bad.numel()} groups), and Q4_1 stores the min in fp16; "
                             "quantize the source with --format gguf (GPTQ on the Q4_1 grid) instead")
     return BlockWeight(t.name, qw.codes.to(torch.int32).clone(), scales, m)

@@ -1,0 +1,121 @@
+"""The GPTQ checkpoint format (`quant_method: gptq`, `checkpoint_format: gptq`): per module
+qweight/qzeros/scales/g_idx in safetensors shards, `quantization_config` with `dynamic` rules.
+
+One job per module:
+- `packing.py`    QuantizedWeight <-> qweight/qzeros/scales/g_idx (incl. 3-bit straddling words)
+- `config.py`     the `quantization_config` block and how GPTQ loaders read a module's scheme from it
+- `backend.py`    how the quantize pipeline emits a module
+- `variant.py`    the variant directory, atomically
+- `reader.py`     a variant read back, dequantized, in the source's key names
+- `memory.py`     bytes by role from the shards' headers
+- `card.py`       what the model card says about the format and its runtimes
+- `integrity.py`, `contracts.py`, `onnx_check.py`   `quantkit verify` (files, vLLM / transformers
+                  rules, onnxruntime MatMulNBits cross-check)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from ...errors import PlanRefused, VariantCorrupt
+from ...format import Format
+from ...plan import TensorPlan, check_fused_groups
+from ...scheme import QuantScheme
+from ...verdicts import RuntimeVerdict, VerifyReport, failed, skipped
+from .backend import GPTQBackend
+from .card import gptq_card
+from .contracts import check_transformers, check_vllm
+from .integrity import VariantFiles, run_integrity
+from .memory import file_bytes
+from .onnx_check import cross_check
+from .packing import check_packable, packed_nbytes
+from .reader import GPTQCodes, dequantized_state_dict
+from .variant import write_variant
+
+# Smallest group the fallback will pick before going per-channel: GPTQ kernels (Marlin, exllama)
+# take 32, 64 and 128.
+MIN_GROUP = 32
+
+
+def fit_group(scheme: QuantScheme, in_features: int) -> tuple[QuantScheme, str | None]:
+    """Keep the group size if it divides the input width, else halve it down to 32, else per-channel."""
+    g = scheme.group_size
+    if g == -1 or in_features % g == 0:
+        return scheme, None
+    cand = g // 2
+    while cand >= MIN_GROUP and in_features % cand:
+        cand //= 2
+    new = cand if cand >= MIN_GROUP else -1
+    what = f"group {new}" if new != -1 else "per-channel"
+    return replace(scheme, group_size=new), f"group_size {g} does not divide in_features {in_features}: {what}"
+
+
+class GPTQFormat(Format):
+    name = "gptq"
+    description = "GPTQ checkpoint (safetensors shards, quantization_config with dynamic rules)"
+    default_format = True
+    runtimes = ("vllm", "transformers", "onnxruntime")
+
+    def plan_tensor(self, info, role, scheme, adapter) -> TensorPlan:
+        if scheme is None:
+            return TensorPlan(info.name, role, info.shape, info.dtype, info.nbytes, None, info.nbytes)
+        out_f, in_f = info.shape
+        scheme, fallback = fit_group(scheme, in_f)
+        try:
+            check_packable(out_f, in_f, scheme.bits, scheme.group_size)
+        except ValueError as e:
+            raise PlanRefused(f"tensor {info.name}: {e}; keep it in the profile or use other bits")
+        nbytes = packed_nbytes(out_f, in_f, scheme.bits, scheme.effective_group_size(in_f))
+        return TensorPlan(info.name, role, info.shape, info.dtype, info.nbytes, scheme, nbytes, fallback,
+                          adapter.fused_group(info.name, role))
+
+    def check_plan(self, entries, force, notes) -> None:
+        check_fused_groups(entries, force, notes)
+
+    def backend(self) -> GPTQBackend:
+        return GPTQBackend()
+
+    def write_variant(self, ckpt, plan, produce, out, **kwargs) -> Path:
+        return write_variant(ckpt, plan, produce, out, **kwargs)
+
+    def dequantized_state_dict(self, variant: Path) -> dict:
+        return dequantized_state_dict(variant)
+
+    def check_variant(self, variant: Path) -> None:
+        qcfg = (json.loads((Path(variant) / "config.json").read_text()).get("quantization_config") or {})
+        if qcfg.get("quant_method") != "gptq":
+            raise VariantCorrupt(f"{variant}: not a quantkit/GPTQ variant (no GPTQ quantization_config in config.json)")
+
+    def file_bytes(self, variant: Path) -> dict:
+        return file_bytes(variant)
+
+    def read_codes(self, variant: Path) -> GPTQCodes:
+        return GPTQCodes(variant)
+
+    def verify(self, variant, runtimes, source, *, load: bool) -> VerifyReport:
+        v = VariantFiles(variant)
+        if not v.qcfg:
+            raise VariantCorrupt(f"{Path(variant) / 'config.json'}: no quantization_config; not a GPTQ variant")
+        integrity, _ = run_integrity(v, source)
+        report = VerifyReport(str(variant), integrity)
+        for name in runtimes:
+            if v.index_problems:
+                checks = [skipped(f"{name}.files", f"runtime rules need every tensor; {v.index_problems[0]}")]
+            elif name == "vllm":
+                checks = check_vllm(v)
+            elif name == "transformers":
+                checks = check_transformers(v, load=load)
+            elif name == "onnxruntime":
+                checks, report.onnx = cross_check(v)
+            else:
+                checks = [failed(f"{name}.format", [f"{name} does not read the GPTQ format"],
+                                 f"a GPTQ variant; {name} needs another format (see `quantkit quantize --format`)")]
+            report.runtimes[name] = RuntimeVerdict(name, checks, integrity_ok=report.integrity_ok)
+        return report
+
+    def card(self, manifest, info):
+        return gptq_card(manifest, info)
+
+
+FORMAT = GPTQFormat()
