@@ -5,6 +5,7 @@ Pipeline: checkpoint -> plan -> calibrate -> quantize -> format -> verify -> pro
 """
 from . import formats  # noqa: F401  (registers the output formats with quantkit.format)
 from .errors import QuantkitError
+from .loader import load as _load
 from .version import QUANTKIT_VERSION as __version__
 
 
@@ -12,7 +13,6 @@ def load(variant, dtype=None):
     """A variant as a transformers model with its quantized weights unpacked (see quantkit.load)."""
     import torch
 
-    from .loader import load as _load
     return _load(variant, dtype=dtype or torch.float32)
 
 

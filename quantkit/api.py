@@ -14,8 +14,7 @@ from typing import Callable
 from .adapters import Adapter, adapter_for
 from .calibrate.encode import encode_samples
 from .calibrate.runner import LayerStream
-from .calibrate.store import (FORMAT_VERSION, META, CalibrationDir, coverage_report, format_coverage,
-                              model_fingerprint, save_layer)
+from .calibrate.store import FORMAT_VERSION, META, CalibrationDir, coverage_report, format_coverage, model_fingerprint, save_layer
 from .checkpoint import Checkpoint, atomic_output_dir
 from .errors import OutputError, UsageError
 from .format import get_format

@@ -12,9 +12,18 @@ from pathlib import Path
 
 import click
 
-from .errors import QuantkitError, VariantCorrupt
+from . import api, publish
+from .api import CalibrateOptions, QuantizeOptions, convert, make_plan, open_model
+from .errors import OutputError, QuantkitError, UsageError, VariantCorrupt
 from .format import all_runtimes, format_names, formats
+from .manifest import verify_files
+from .profile import ProfileOptions, parse_contexts, reference_of
+from .profile import profile as run_profile
+from .publish import PackageOptions, PushOptions
+from .reference import tiny
 from .units import human_bytes as _human
+from .verify import export_vision_onnx
+from .verify import verify as verify_variant
 
 
 def _handled(fn):
@@ -57,7 +66,6 @@ def main():
 @_handled
 def inspect(model, revision):
     """Parameters and bytes per role, and the MoE shape, of MODEL (a directory or Hub id)."""
-    from .api import open_model
     from math import prod
 
     ckpt, adapter = open_model(model, revision)
@@ -100,7 +108,6 @@ def _quantize_options(fn):
 @_handled
 def plan(model, bits, profile, group_size, method, revision, force):
     """Show what `quantize` would do: scheme and bytes per role, fallbacks. Writes nothing."""
-    from .api import QuantizeOptions, make_plan
 
     _, _, p = make_plan(QuantizeOptions(model=model, out=Path("."), bits=bits, profile=profile,
                                         group_size=group_size, method=method, revision=revision, force=force))
@@ -151,9 +158,8 @@ _calibration_options = [
 def quantize(model, bits, profile, group_size, method, revision, force, out, calib, sequential, samples, mode,
              min_tokens, max_tokens, overwrite, max_shard_size, fmt):
     """Quantize MODEL (directory or Hub id) into a GPTQ-format (or --format gguf) variant at --out."""
-    from .api import QuantizeOptions, quantize as run
 
-    path = run(QuantizeOptions(model=model, out=out, bits=bits, profile=profile, group_size=group_size,
+    path = api.quantize(QuantizeOptions(model=model, out=out, bits=bits, profile=profile, group_size=group_size,
                                method=method, revision=revision, overwrite=overwrite, force=force,
                                max_shard_size=max_shard_size, calib=calib, samples=samples, mode=mode,
                                min_tokens=min_tokens, max_tokens=max_tokens, sequential=sequential,
@@ -170,9 +176,8 @@ def quantize(model, bits, profile, group_size, method, revision, force, out, cal
 @_handled
 def calibrate(model, out, samples, mode, min_tokens, max_tokens, revision, overwrite):
     """Run MODEL layer by layer over multimodal samples; save per-module statistics for GPTQ."""
-    from .api import CalibrateOptions, calibrate as run
 
-    path, _ = run(CalibrateOptions(model=model, out=out, samples=samples, mode=mode, min_tokens=min_tokens,
+    path, _ = api.calibrate(CalibrateOptions(model=model, out=out, samples=samples, mode=mode, min_tokens=min_tokens,
                                    max_tokens=max_tokens, revision=revision, overwrite=overwrite), log=_log)
     click.echo(f"calibration written: {path}")
 
@@ -192,9 +197,8 @@ def calibrate(model, out, samples, mode, min_tokens, max_tokens, revision, overw
 @_handled
 def package_cmd(variant, report, base_model, license_, name, repo, revision, verdicts, no_verify):
     """Make VARIANT ready to publish: check its checksums, write its model card (README.md), record both in quantkit.json."""
-    from .publish import PackageOptions, package as run
 
-    r = run(PackageOptions(variant=variant, report=report, base_model=base_model, license=license_, name=name,
+    r = publish.package(PackageOptions(variant=variant, report=report, base_model=base_model, license=license_, name=name,
                            repo=repo, revision=revision, verdicts=verdicts, run_verify=not no_verify), log=_log)
     click.echo(f"packaged {r.variant} as {r.name.full}: card {r.card.name}, {r.files} files, {_human(r.bytes)}")
 
@@ -204,7 +208,6 @@ def package_cmd(variant, report, base_model, license_, name, repo, revision, ver
 @_handled
 def verify_files_cmd(variant):
     """Check the sha256 and size of every file quantkit.json lists, and that VARIANT holds no other file."""
-    from .manifest import verify_files
 
     report = verify_files(variant)
     if not report.ok:
@@ -225,9 +228,8 @@ def verify_files_cmd(variant):
 @_handled
 def push_cmd(variant, repo, revision, private, dry_run, update):
     """Upload a packaged VARIANT to the Hub in one commit (token: HF_TOKEN or `hf auth login`; HF_ENDPOINT honoured)."""
-    from .publish import PushOptions, push as run
 
-    result = run(PushOptions(variant=variant, repo=repo, revision=revision, private=private, dry_run=dry_run,
+    result = publish.push(PushOptions(variant=variant, repo=repo, revision=revision, private=private, dry_run=dry_run,
                              update=update), log=_log)
     for line in result.lines():
         click.echo(line)
@@ -245,9 +247,8 @@ def push_cmd(variant, repo, revision, private, dry_run, update):
 def verify(variant, runtimes, source, as_json, no_load):
     """Prove VARIANT loads where it claims: file integrity, runtime rules, onnxruntime cross-check.
     Exit 0 only if every requested runtime is servable."""
-    from .verify import verify as run
 
-    report = run(variant, runtimes=runtimes, source=source, load=not no_load)
+    report = verify_variant(variant, runtimes=runtimes, source=source, load=not no_load)
     click.echo(report.dumps() if as_json else "\n".join(report.lines()))
     sys.exit(0 if report.servable else 1)
 
@@ -261,7 +262,6 @@ def verify(variant, runtimes, source, as_json, no_load):
 @_handled
 def export_onnx(variant, component, out):
     """Export a component of VARIANT to ONNX and validate it with onnxruntime against torch."""
-    from .verify import export_vision_onnx
 
     errors = export_vision_onnx(variant, out)
     for size, err in errors.items():
@@ -286,16 +286,15 @@ def export_onnx(variant, component, out):
 def profile_cmd(models, eval_file, context, batch, out, items_per_kind, no_cuda):
     """Memory and accuracy of variants against their reference: MODELS = REFERENCE VARIANT... (or a
     single VARIANT whose quantkit.json names a local source directory)."""
-    from .profile import ProfileOptions, parse_contexts, profile as run, reference_of
 
     models = list(models)
     if len(models) == 1:
         ref = reference_of(models[0])
         if ref is None:
-            raise QuantkitError(f"{models[0]}: give the reference too (quantkit profile REFERENCE VARIANT...); "
+            raise UsageError(f"{models[0]}: give the reference too (quantkit profile REFERENCE VARIANT...); "
                                 "the variant's quantkit.json names no local source directory")
         models.insert(0, ref)
-    report = run(ProfileOptions(reference=models[0], variants=models[1:], out=out, eval=eval_file,
+    report = run_profile(ProfileOptions(reference=models[0], variants=models[1:], out=out, eval=eval_file,
                                 contexts=parse_contexts(context), batch=batch, eval_items_per_kind=items_per_kind,
                                 cuda="off" if no_cuda else "auto"), log=_log)
     for v in report["variants"]:
@@ -314,7 +313,6 @@ def profile_cmd(models, eval_file, context, batch, out, items_per_kind, no_cuda)
 def export_gguf_cmd(variant, out, overwrite):
     """Convert a GPTQ VARIANT into a GGUF variant for llama.cpp, keeping GPTQ's codes (8-bit g32 ->
     Q8_0, 4-bit g32 -> Q4_0 / Q4_1); refuses, naming the tensor, where no GGUF type holds a scheme exactly."""
-    from .api import convert
 
     path = convert(variant, "gguf", out, overwrite=overwrite, log=_log)
     click.echo(f"variant written: {path}")
@@ -327,10 +325,9 @@ def export_gguf_cmd(variant, out, overwrite):
 @_handled
 def build_tiny(kind, out, seed):
     """Build a tiny ERNIE-4.5 model with the real transformers class (the embedded default)."""
-    from .reference import tiny
 
     if out.exists():
-        raise QuantkitError(f"--out {out}: already exists; remove it or choose another path")
+        raise OutputError(f"--out {out}: already exists; remove it or choose another path")
     path = tiny.build_tiny_vl(out, seed=seed) if kind == "vl" else tiny.build_tiny_text_moe(out, seed=seed)
     click.echo(f"tiny {kind} model written: {path}")
 

@@ -3,7 +3,7 @@ import pytest
 from quantkit.adapters import adapter_for, real_config
 from quantkit.adapters.ernie45_vl import Ernie45VLAdapter
 from quantkit.checkpoint import Checkpoint
-from quantkit.errors import QuantkitError
+from quantkit.errors import CheckpointError
 from quantkit.reference import tiny
 from quantkit.roles import ALL_KINDS
 
@@ -79,17 +79,17 @@ def test_tiny_text_moe_roles(tiny_text):
 
 
 def test_unknown_architecture_and_unmapped_tensor_are_errors(tiny_vl):
-    with pytest.raises(QuantkitError, match="unsupported architecture model_type='llama'"):
+    with pytest.raises(CheckpointError, match="unsupported architecture model_type='llama'"):
         adapter_for({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
     adapter = adapter_for(Checkpoint.open(tiny_vl).config)
-    with pytest.raises(QuantkitError, match="model.layers.1.mlp.mystery.weight"):
+    with pytest.raises(CheckpointError, match="model.layers.1.mlp.mystery.weight"):
         adapter.role_of("model.layers.1.mlp.mystery.weight")
-    with pytest.raises(QuantkitError, match="beyond"):
+    with pytest.raises(CheckpointError, match="beyond"):
         adapter.role_of("model.layers.1.mlp.experts.999.up_proj.weight")
 
 
 def test_bad_remote_config_field_is_named():
     cfg = real_config("ERNIE-4.5-VL-28B-A3B", "remote")
     cfg["moe_num_experts"] = [64, 64, 64]
-    with pytest.raises(QuantkitError, match="moe_num_experts"):
+    with pytest.raises(CheckpointError, match="moe_num_experts"):
         Ernie45VLAdapter(cfg)

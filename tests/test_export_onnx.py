@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from quantkit.cli import main
-from quantkit.errors import QuantkitError
+from quantkit.errors import VariantCorrupt
 from quantkit.manifest import read_manifest
 from quantkit.verify import export_vision_onnx, verify
 
@@ -81,7 +81,7 @@ def test_cli_export_to_a_standalone_file(tiny_vl_w4, tmp_path):
 
 
 def test_export_needs_a_variant(tiny_vl, tmp_path):
-    with pytest.raises(QuantkitError, match="no quantkit.json"):
+    with pytest.raises(VariantCorrupt, match="no quantkit.json"):
         export_vision_onnx(tiny_vl, tmp_path / "x.onnx")
     r = CliRunner().invoke(main, ["export-onnx", str(tiny_vl), "--component", "vision"])
     assert r.exit_code == 2 and r.stderr.startswith("error: ")

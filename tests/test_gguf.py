@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from quantkit.api import QuantizeOptions, make_plan, quantize
 from quantkit.calibrate.store import CalibrationDir
 from quantkit.cli import main
-from quantkit.errors import QuantkitError
+from quantkit.errors import PlanRefused, ProfileError
 from quantkit.formats.gguf import reader as gguf_reader
 from quantkit.formats.gguf.q2k import gptq_on_grid, rtn_on_grid
 from quantkit.formats.gguf.types import QUANT_TYPES, BlockWeight, decode, encode, tensor_nbytes, type_for_scheme
@@ -86,9 +86,9 @@ def test_each_scheme_maps_to_one_type_or_a_clear_refusal():
     for (bits, group, sym), name in pairs.items():
         assert type_for_scheme(QuantScheme(bits, group, sym), "t").name == name
     for bits, group, sym in ((4, 128, True), (8, 32, False), (2, 32, False), (3, 32, True)):
-        with pytest.raises(QuantkitError, match=f"{bits}-bit g{group} .*no GGUF type holds it exactly"):
+        with pytest.raises(PlanRefused, match=f"{bits}-bit g{group} .*no GGUF type holds it exactly"):
             type_for_scheme(QuantScheme(bits, group, sym), "tensor x")
-    with pytest.raises(QuantkitError, match="per-channel"):
+    with pytest.raises(PlanRefused, match="per-channel"):
         type_for_scheme(QuantScheme(4, -1, True), "tensor x")
 
 
@@ -107,7 +107,7 @@ def test_gguf_profiles(tmp_path):
         ("family: ernie45_moe\nformat: ggml\nrules: []\n", "format 'ggml'"),
     ):
         bad.write_text(body)
-        with pytest.raises(QuantkitError, match=message):
+        with pytest.raises(ProfileError, match=message):
             load_profile(bad)
 
 

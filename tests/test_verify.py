@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from quantkit.api import QuantizeOptions, quantize
 from quantkit.cli import main
-from quantkit.errors import QuantkitError
+from quantkit.errors import UsageError, VariantCorrupt
 from quantkit.verify import verify
 from quantkit.formats.gptq.integrity import VariantFiles, scan_tensors
 from quantkit.formats.gptq.onnx_check import cross_check, stream_values
@@ -402,11 +402,11 @@ def test_stream_decoder_follows_the_documented_bit_order():
 
 # -- bad input and the command line ----------------------------------------------------------------
 def test_not_a_variant(tiny_vl, tmp_path):
-    with pytest.raises(QuantkitError, match="no quantkit.json; not a quantkit variant"):
+    with pytest.raises(VariantCorrupt, match="no quantkit.json; not a quantkit variant"):
         verify(tiny_vl)
-    with pytest.raises(QuantkitError, match="not a directory"):
+    with pytest.raises(VariantCorrupt, match="not a directory"):
         verify(tmp_path / "nothing")
-    with pytest.raises(QuantkitError, match="--runtime tensorrt"):
+    with pytest.raises(UsageError, match="--runtime tensorrt"):
         verify(tiny_vl, runtimes=("tensorrt",))
 
 

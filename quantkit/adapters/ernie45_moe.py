@@ -9,8 +9,15 @@ from __future__ import annotations
 from ..errors import CheckpointError
 from ..roles import Role
 from .base import Adapter, LayerRunner, MoEShape, NameRule
-from .ernie45_vl import (_PROJ, ernie_decoder_layer_shapes, ernie_decoder_rules, ernie_vllm_tensor_patterns,
-                         fuse_experts, mlp_shapes, split_expert_tensors)
+from .ernie45_vl import (
+    _PROJ,
+    ernie_decoder_layer_shapes,
+    ernie_decoder_rules,
+    ernie_vllm_tensor_patterns,
+    fuse_experts,
+    mlp_shapes,
+    split_expert_tensors,
+)
 
 # baidu/ERNIE-4.5-21B-A3B-PT (text-only MoE; llama.cpp arch `ernie4_5-moe`). Source: the defaults of
 # transformers/models/ernie4_5_moe/configuration_ernie4_5_moe.py (documented as that checkpoint);

@@ -12,7 +12,6 @@ from ..errors import CalibrationError
 from .samples import SampleSet, default_set_dir, encode_sample, load_samples
 
 
-
 @dataclass
 class EncodedSamples:
     inputs: list[dict[str, torch.Tensor]]

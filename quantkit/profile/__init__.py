@@ -25,9 +25,13 @@ from typing import Callable
 
 import torch
 
+from .. import loader
+from ..checkpoint import Checkpoint
 from ..errors import UsageError, VariantCorrupt
 from ..format import format_of_variant
+from ..reference import task
 from ..version import QUANTKIT_VERSION
+from . import accuracy, memory, report
 
 DEFAULT_CONTEXTS = (4096, 32768)
 
@@ -107,9 +111,6 @@ def reference_of(variant: str | Path) -> str | None:
 def profile(opts: ProfileOptions, log: Callable[[str], None] = lambda m: None) -> dict:
     from transformers import AutoProcessor
 
-    from .. import loader
-    from ..reference import task
-    from . import accuracy, memory, report
 
     ref_dir, variant_dirs = _resolve_paths(opts)
     out = Path(opts.out)
@@ -207,13 +208,11 @@ def profile(opts: ProfileOptions, log: Callable[[str], None] = lambda m: None) -
 
 
 def _dtype_label(path: Path) -> str:
-    from ..checkpoint import Checkpoint
     dtypes = {i.dtype for i in Checkpoint.open(path).infos()}
     return ",".join(sorted(d.lower() for d in dtypes))
 
 
 def _formula_text() -> str:
-    from . import memory
     doc = memory.__doc__
     start = doc.index("    VRAM = W")
     end = doc.index("The MoE term")
@@ -238,7 +237,6 @@ def _cuda_measure(model, batches, shape, memory) -> dict | None:
     that run (the serving formula's terms for what this path holds): fp32 weights as loaded + fp32
     activations of all the batch's tokens at once (no chunking, no KV cache: use_cache=False) + the
     fp32 logits of every position + the ViT on the batch's patches."""
-    from . import accuracy
 
     batch = max(batches, key=lambda b: b.inputs["input_ids"].numel())
     weights = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -37,6 +37,8 @@ from pathlib import Path
 from ..adapters import adapter_for, real_config
 from ..checkpoint import ConfigCheckpoint
 from ..format import format_of_variant
+from ..plan import build_plan
+from ..profiles import resolve_profile
 
 GiB = 2**30
 GB = 10**9
@@ -145,8 +147,6 @@ def real_28b_table(contexts=(4096, 32768), batch: int = 1, config: dict | None =
     """Weights (exact bytes of the shipped profiles' plans on the real config) and serving VRAM
     estimates for ERNIE-4.5-VL-28B-A3B at bf16 and the w8/w4/w2 profiles, next to the naive
     params x bits / 8 figure and the commonly quoted numbers."""
-    from ..api import resolve_profile
-    from ..plan import build_plan
 
     config = config or real_config(REAL_MODEL)
     adapter = adapter_for(config)

@@ -23,8 +23,15 @@ from ..errors import CheckpointError, VariantCorrupt
 from ..format import CardFacts, CardInput, format_of_variant
 from ..units import human_bytes
 from ..version import QUANTKIT_VERSION
-from .card_sections import (RoleRow, calibration_section, license_section, reproduce_section, roles_section,
-                            runtime_section, tradeoff_section)
+from .card_sections import (
+    RoleRow,
+    calibration_section,
+    license_section,
+    reproduce_section,
+    roles_section,
+    runtime_section,
+    tradeoff_section,
+)
 from .naming import HUB, HUB_ID, VariantName, expert_scheme, group_text, scheme_text, variant_name
 from .tables import md_table
 

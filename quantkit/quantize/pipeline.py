@@ -29,6 +29,7 @@ from ..scheme import QuantScheme
 from . import gptq
 from .gptq import gptq_quantize
 from .rtn import quantize_rtn, quantize_rtn_experts
+
 # Matrices solved together per batch: at most MAX_BATCH, and within BATCH_BYTES of solver working
 # memory (about 3 [out, in] + 3 [in, in] fp32 arrays per matrix: weights, errors, codes; Hessian, its
 # factor, a copy). Batching buys little on a CPU at real widths (bench/README.md): memory decides.

@@ -61,10 +61,11 @@ import torch
 import torch.nn.functional as F
 from transformers import Ernie4_5_VLMoeConfig, Ernie4_5_VLMoeForConditionalGeneration
 
+from quantkit.loader import load_source
+from quantkit.manifest import sha256_file
 from quantkit.reference import task
 from quantkit.reference.tiny import _set_generation_ids, _tiny_vl_processor, vl_config
 from quantkit.reference.tokenizer import build_ernie_tokenizer, vl_chat_template
-from quantkit.manifest import sha256_file
 
 # The committed build (weights, config, tokenizer, processor, model card with the training record).
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
@@ -408,7 +409,6 @@ def build_trained_reference(out_dir: str | Path, cfg: TrainConfig = TrainConfig(
     record["sha256"] = sha256_file(out_dir / WEIGHTS)
     record["params"] = sum(p.numel() for p in model.parameters())
     # The stored (bf16) weights are the reference: report their accuracy, and with experts zeroed.
-    from quantkit.loader import load_source
     stored = load_source(out_dir)
     record["eval_accuracy_stored"] = evaluate(stored, processor, eval_items)
     zero_routed_experts(stored)

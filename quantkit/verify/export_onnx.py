@@ -32,7 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import QuantkitError, UsageError
+from ..adapters import adapter_for
+from ..checkpoint import Checkpoint
+from ..errors import CheckpointError, QuantkitError, UsageError, VariantCorrupt
+from ..manifest import MANIFEST, read_manifest, sha256_file
+from ..reference.inputs import synthetic_image
 
 DEFAULT_SIZES = ((56, 56), (112, 84), (112, 112))  # PIL (width, height): 16, 48 and 64 patches on the tiny model
 OPSET = 17
@@ -46,7 +50,7 @@ class VisionOneImage(torch.nn.Module):
         self.vision_tower = vision_tower
         self.resampler = resampler
         if getattr(resampler, "temporal_merge_size", 2) != 2:
-            raise QuantkitError("vision export: the resampler's temporal slicing is written for temporal_merge_size 2")
+            raise CheckpointError("vision export: the resampler's temporal slicing is written for temporal_merge_size 2")
 
     def forward(self, pixel_values: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         from transformers.models.ernie4_5_vl_moe.modeling_ernie4_5_vl_moe import apply_rotary_pos_emb_vision
@@ -79,8 +83,6 @@ class VisionOneImage(torch.nn.Module):
 def _vision_model(variant: Path):
     """The transformers model of `variant` without decoder layers (vision tower, resampler, embeddings,
     norm: all kept bit-identical in a variant), built the way calibration builds it."""
-    from ..adapters import adapter_for
-    from ..checkpoint import Checkpoint
 
     ckpt = Checkpoint.open(variant)
     adapter = adapter_for(ckpt.config, where=str(ckpt.path / "config.json"))
@@ -90,7 +92,6 @@ def _vision_model(variant: Path):
 
 
 def _image_inputs(processor, size: tuple[int, int], seed: int):
-    from ..reference.inputs import synthetic_image
 
     batch = processor.image_processor(images=[synthetic_image(seed, size)], return_tensors="pt")
     pv, grid = batch["pixel_values"].float(), batch["image_grid_thw"]
@@ -112,7 +113,6 @@ def reference_image_features(model, pixel_values: torch.Tensor, grid: torch.Tens
 
 def _register(variant: Path, out: Path, record: dict) -> None:
     """Add the exported file to the variant's quantkit.json (checksum + export record), atomically."""
-    from ..manifest import MANIFEST, read_manifest, sha256_file
 
     manifest = read_manifest(variant)
     rel = str(out.resolve().relative_to(variant.resolve()))
@@ -133,7 +133,6 @@ def export_vision_onnx(variant: str | Path, out: str | Path | None = None, *,
     import onnxruntime as ort
     from transformers import AutoProcessor
 
-    from ..manifest import read_manifest
 
     variant = Path(variant)
     read_manifest(variant)  # a quantkit variant, or a one-line error
@@ -144,7 +143,7 @@ def export_vision_onnx(variant: str | Path, out: str | Path | None = None, *,
     try:
         processor = AutoProcessor.from_pretrained(str(variant))
     except Exception as e:  # noqa: BLE001 - any processor failure is one line for the user
-        raise QuantkitError(f"{variant}: cannot load its image processor ({e.__class__.__name__}: {e})")
+        raise VariantCorrupt(f"{variant}: cannot load its image processor ({e.__class__.__name__}: {e})")
     inputs = [(f"{w}x{h}", *_image_inputs(processor, (w, h), seed)) for w, h in sizes]
 
     example_pv, example_grid = inputs[-1][1], inputs[-1][2]

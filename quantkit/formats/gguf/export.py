@@ -23,9 +23,9 @@ from ...manifest import read_manifest, sha256_file
 from ...plan import Plan, TensorPlan
 from ...profiles import Profile, load_profile
 from ...version import QUANTKIT_VERSION
-from .types import (check_gptq_grid, check_rows, check_stacked_experts, from_quantized, kept_type, tensor_nbytes,
-                    type_for_scheme)
+from .types import check_gptq_grid, check_rows, check_stacked_experts, from_quantized, kept_type, tensor_nbytes, type_for_scheme
 from .variant import FORMAT_NAME, check_source, write_gguf_variant
+
 
 def export_plan(variant: Path) -> tuple[Checkpoint, Plan, dict, object]:
     """The GGUF plan of a GPTQ variant: every tensor with its scheme and exact GGML type."""

@@ -123,8 +123,8 @@ REAL_MODEL = "ERNIE-4.5-21B-A3B"
 def real_21b_table(contexts=(4096, 32768), config: dict | None = None) -> dict:
     """Predicted GGUF file sizes of the shipped GGUF profiles for ERNIE-4.5-21B-A3B, next to the public
     GGUFs of that model, and llama.cpp RAM at each context."""
-    from ...profiles import resolve_profile
     from ...plan import build_plan
+    from ...profiles import resolve_profile
     from .writer import gguf_layout
 
     config = config or real_config(REAL_MODEL)

@@ -15,11 +15,10 @@ from typing import Callable
 from ...adapters import adapter_for
 from ...checkpoint import Checkpoint, atomic_output_dir
 from ...errors import QuantkitError, VariantCorrupt
-from ...plan import Plan
 from ...manifest import read_manifest, write_manifest
+from ...plan import Plan
 from ...variant_dir import copy_side_files, manifest_record
 from .writer import GGUFFile, _pad, check_architecture, check_tokenizer, expert_type, gguf_layout
-
 
 FORMAT_NAME = "gguf"
 

@@ -25,8 +25,8 @@ import torch
 from ...checkpoint import Checkpoint
 from ...errors import CheckpointError, QuantkitError
 from ...loader import load as load_model
-from ...verdicts import Check, RuntimeVerdict, VerifyReport, failed, from_offenders, passed, skipped
 from ...manifest import read_manifest, verify_files
+from ...verdicts import Check, RuntimeVerdict, VerifyReport, failed, from_offenders, passed, skipped
 from .reader import source_tensors
 from .types import BlockWeight
 from .variant import gguf_file

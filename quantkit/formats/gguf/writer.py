@@ -37,7 +37,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from ...errors import PlanRefused, QuantkitError
+from ...errors import CheckpointError, PlanRefused, QuantkitError
 from ...plan import Plan, TensorPlan
 from .types import QUANT_TYPES, BlockWeight, encode, float_array, tensor_nbytes
 
@@ -141,7 +141,7 @@ def gguf_layout(plan: Plan, adapter) -> list[GGUFTensor]:
             ids = sorted(k for k, _ in stacks[(layer, proj)])
             n_experts = adapter.shape.experts[e.role.modality]
             if ids != list(range(n_experts)):
-                raise QuantkitError(f"layer {layer}: experts {ids[:5]}... for {proj}_proj, "
+                raise PlanRefused(f"layer {layer}: experts {ids[:5]}... for {proj}_proj, "
                                     f"expected 0..{n_experts - 1}")
             name = gguf.TENSOR_NAMES[_EXPERT_TENSORS[proj]].format(bid=layer) + ".weight"
             out.append(GGUFTensor(name, (len(members), *members[0].shape), e.storage, [x.name for x in members]))
@@ -155,11 +155,11 @@ def gguf_layout(plan: Plan, adapter) -> list[GGUFTensor]:
             continue
         mapped = tmap.get_type_and_name(e.name, try_suffixes=(".weight", ".bias"))
         if mapped is None:
-            raise QuantkitError(f"tensor {e.name}: no llama.cpp {gguf.MODEL_ARCH_NAMES[arch]} tensor takes it")
+            raise PlanRefused(f"tensor {e.name}: no llama.cpp {gguf.MODEL_ARCH_NAMES[arch]} tensor takes it")
         out.append(GGUFTensor(mapped[1], tuple(e.shape), e.storage, [e.name]))
     names = [t.name for t in out]
     if len(set(names)) != len(names):
-        raise QuantkitError(f"two source tensors map to one GGUF tensor ({[n for n in names if names.count(n) > 1][0]})")
+        raise PlanRefused(f"two source tensors map to one GGUF tensor ({[n for n in names if names.count(n) > 1][0]})")
     return out
 
 
@@ -169,13 +169,13 @@ def _json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except json.JSONDecodeError as e:
-        raise QuantkitError(f"{path}: invalid JSON ({e})")
+        raise CheckpointError(f"{path}: invalid JSON ({e})")
 
 
 def check_tokenizer(model_dir: Path) -> Path:
     path = Path(model_dir) / "tokenizer.model"
     if not path.is_file():
-        raise QuantkitError(f"{model_dir}: no tokenizer.model; a GGUF for llama.cpp carries the SentencePiece "
+        raise CheckpointError(f"{model_dir}: no tokenizer.model; a GGUF for llama.cpp carries the SentencePiece "
                             "vocabulary (pieces, scores, byte tokens) read from it")
     return path
 
@@ -190,13 +190,13 @@ def sentencepiece_vocab(model_dir: Path, vocab_size: int) -> tuple[list[bytes], 
     try:
         sp.LoadFromFile(str(path))
     except (OSError, RuntimeError) as e:
-        raise QuantkitError(f"{path}: not a SentencePiece model ({e})")
+        raise CheckpointError(f"{path}: not a SentencePiece model ({e})")
     proto = spm_pb2.ModelProto()
     proto.ParseFromString(path.read_bytes())
     tt = gguf.TokenType
     n = sp.vocab_size()
     if n > vocab_size:
-        raise QuantkitError(f"{path}: {n} pieces, more than config.vocab_size {vocab_size}")
+        raise CheckpointError(f"{path}: {n} pieces, more than config.vocab_size {vocab_size}")
     tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
     scores = [-1000.0] * vocab_size
     types = [int(tt.UNUSED)] * vocab_size
@@ -219,7 +219,7 @@ def sentencepiece_vocab(model_dir: Path, vocab_size: int) -> tuple[list[bytes], 
         if i < n:
             continue  # a SentencePiece piece: its type comes from the model
         if i >= vocab_size:
-            raise QuantkitError(f"{model_dir}: added token {content!r} has id {i}, beyond config.vocab_size {vocab_size}")
+            raise CheckpointError(f"{model_dir}: added token {content!r} has id {i}, beyond config.vocab_size {vocab_size}")
         tokens[i] = content.encode("utf-8")
         scores[i] = -1000.0
         types[i] = int(tt.CONTROL if special else tt.USER_DEFINED)
@@ -265,7 +265,7 @@ def add_metadata(w: gguf.GGUFWriter, model_dir: Path, config: dict, adapter, pla
     shared = [e for e in plan.entries if e.role.kind == "shared_expert" and e.role.proj == "gate"]
     if s.shared_experts:
         if not shared:
-            raise QuantkitError("config.json declares shared experts, but the checkpoint has no shared_experts tensors")
+            raise CheckpointError("config.json declares shared experts, but the checkpoint has no shared_experts tensors")
         w.add_expert_shared_feed_forward_length(int(shared[0].shape[0]))
     # vocabulary
     tokens, scores, types, dummy_prefix = sentencepiece_vocab(model_dir, s.vocab_size)

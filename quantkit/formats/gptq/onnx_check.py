@@ -31,11 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...verdicts import Check, from_offenders, skipped
 from .config import module_scheme
 from .integrity import PackedModule, VariantFiles
 from .packing import unpack
 from .reader import PACKED, dequantized_state_dict
-from ...verdicts import Check, from_offenders, skipped
 
 ORT_BITS = (2, 4, 8)
 U32 = 2.0 ** -24
