@@ -9,11 +9,13 @@ from .loader import load as _load
 from .version import QUANTKIT_VERSION as __version__
 
 
-def load(variant, dtype=None):
-    """A variant as a transformers model with its quantized weights unpacked (see quantkit.load)."""
+def load(variant, dtype=None, *, verify=True):
+    """A variant as a transformers model with its quantized weights unpacked (see quantkit.loader).
+    `verify` (default) first checks every file's sha256 against quantkit.json; VariantCorrupt names
+    the first that differs. `verify=False` skips that check."""
     import torch
 
-    return _load(variant, dtype=dtype or torch.float32)
+    return _load(variant, dtype=dtype or torch.float32, verify=verify)
 
 
 __all__ = ["QuantkitError", "__version__", "load"]

@@ -6,7 +6,7 @@ format, plan, (calibrate,) produce the tensors, let the format write the variant
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -15,12 +15,15 @@ from .adapters import Adapter, adapter_for
 from .calibrate.encode import encode_samples
 from .calibrate.runner import LayerStream
 from .calibrate.store import FORMAT_VERSION, META, CalibrationDir, coverage_report, format_coverage, model_fingerprint, save_layer
-from .checkpoint import Checkpoint, atomic_output_dir
-from .errors import OutputError, UsageError
+from .checkpoint import Checkpoint
+from .errors import CheckpointError, OutputError, UsageError
 from .format import get_format
+from .outdir import output_dir
 from .plan import Plan, build_plan
 from .profiles import resolve_profile
+from .progress import report
 from .quantize.pipeline import gptq_from_calibration, gptq_on_the_fly, rtn_produce
+from .runstate import RunProgress
 from .units import parse_size
 from .version import QUANTKIT_VERSION
 
@@ -28,8 +31,38 @@ MODES = ("auto", "routed", "all")
 
 
 def open_model(source: str | Path, revision: str | None = None) -> tuple[Checkpoint, Adapter]:
+    """The checkpoint and its family's adapter, refused in one line before any work when its config
+    and its tensors disagree (a config edited to other widths or layer counts)."""
     ckpt = Checkpoint.open(source, revision)
-    return ckpt, adapter_for(ckpt.config, where=str(ckpt.path / "config.json"))
+    ckpt.refuse_non_finite = True  # a source to quantize: NaN/Inf weights are refused when first read
+    adapter = adapter_for(ckpt.config, where=str(ckpt.path / "config.json"))
+    ckpt = adapter.checkpoint_view(ckpt)  # per-expert 2-D weights where the family stores experts fused
+    check_config_matches_tensors(ckpt, adapter)
+    return ckpt, adapter
+
+
+def check_config_matches_tensors(ckpt: Checkpoint, adapter: Adapter) -> None:
+    """Every tensor the config implies (adapter.tensor_shapes) exists with that shape."""
+    try:
+        expected = adapter.tensor_shapes()
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{ckpt.path / 'config.json'}: a field has the wrong type or is missing "
+                              f"({e.__class__.__name__}: {e})") from None
+    where = ckpt.path / "config.json"
+    for name, shape in sorted(expected.items()):
+        try:
+            info = ckpt.info(name)
+        except CheckpointError:
+            raise CheckpointError(f"{where} implies a tensor {name} {list(shape)} that the checkpoint does not have; "
+                                  "the config does not describe these weights") from None
+        if tuple(info.shape) != tuple(shape):
+            raise CheckpointError(f"{where} implies {name} of shape {list(shape)}, but {info.shard} stores "
+                                  f"{list(info.shape)}; the config does not describe these weights")
+    extra = sorted(set(ckpt.names()) - set(expected))
+    if extra:
+        info = ckpt.info(extra[0])
+        raise CheckpointError(f"{info.shard} stores {extra[0]}, which {where} does not imply ({len(extra)} such "
+                              "tensors); the config does not describe these weights")
 
 
 @dataclass
@@ -51,6 +84,8 @@ class QuantizeOptions:
     max_tokens: int | None = 4096
     sequential: bool = False
     format: str | None = None  # a registered format (quantkit.format); None = the profile's format
+    resume: bool = False  # continue an interrupted run on the same --out (same options and source)
+    chat_template: Path | None = None  # a Jinja chat template file, for a model without one
 
 
 def make_plan(opts: QuantizeOptions) -> tuple[Checkpoint, Adapter, Plan]:
@@ -64,6 +99,10 @@ def make_plan(opts: QuantizeOptions) -> tuple[Checkpoint, Adapter, Plan]:
 def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None) -> Path:
     """RTN, GPTQ from a calibration directory (`calib`), or GPTQ calibrated on the fly (one-shot,
     optionally sequential: each layer calibrated on the already-quantized layers' outputs)."""
+    _check_calibration_options(opts.mode, opts.min_tokens, opts.max_tokens)
+    max_shard_bytes = parse_size(opts.max_shard_size)
+    if max_shard_bytes <= 0:
+        raise UsageError(f"--max-shard-size {opts.max_shard_size}: must be a positive size such as 2GB")
     ckpt, adapter, plan = make_plan(opts)
     out = Path(opts.out).resolve()
     if out == ckpt.path.resolve() or ckpt.path.resolve() in out.parents:
@@ -81,17 +120,41 @@ def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None)
         extra["calibration"] = _calib_summary(store.meta)
         produce = partial(gptq_from_calibration, ckpt, plan, adapter, store.layer, log=log)
     else:
-        samples = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens)
+        samples = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens,
+                                 chat_template=opts.chat_template, log=log)
         extra["calibration"] = {"samples": samples.summary, "mode": opts.mode, "min_tokens": opts.min_tokens,
                                 "sequential": opts.sequential, "on_the_fly": True}
         produce = partial(gptq_on_the_fly, ckpt, plan, adapter, LayerStream(ckpt, adapter), samples.inputs,
                           mode=opts.mode, min_tokens=opts.min_tokens, sequential=opts.sequential, log=log)
+    run = run_record("quantize", ckpt, opts, calibration=extra.get("calibration"))
     return plan.format.write_variant(ckpt, plan, produce, out, overwrite=opts.overwrite,
-                                     max_shard_bytes=parse_size(opts.max_shard_size), extra=extra)
+                                     max_shard_bytes=max_shard_bytes, extra=extra, resume=opts.resume, run=run)
+
+
+def run_record(command: str, ckpt: Checkpoint, opts, **more) -> dict:
+    """What an interrupted run must match to be resumed: the command, the source (id, revision, the
+    config and tensor layout, each weight file's size and mtime) and every option but --out/--overwrite/--resume."""
+    files = sorted(p for p in ckpt.path.iterdir() if p.is_file())
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()
+               if k not in ("out", "overwrite", "resume")}
+    return json.loads(json.dumps({
+        "command": command, "quantkit_version": QUANTKIT_VERSION,
+        "source": {"id": ckpt.source, "revision": ckpt.revision, "fingerprint": model_fingerprint(ckpt),
+                   "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}},
+        "options": options, **more}, sort_keys=True, default=str))
+
+
+def _check_calibration_options(mode: str, min_tokens: int, max_tokens: int | None) -> None:
+    if mode not in MODES:
+        raise UsageError(f"--mode {mode}: choose auto, routed or all")
+    if min_tokens < 0:
+        raise UsageError(f"--min-tokens {min_tokens}: must be 0 or more (0 turns the all-token supplement off)")
+    if max_tokens is not None and max_tokens <= 0:
+        raise UsageError(f"--max-tokens {max_tokens}: must be a positive number of tokens")
 
 
 def _progress(log, what: str):
-    return lambda done, total: log(f"{what}: layer {done}/{total}")
+    return lambda done, total: report(log, what, done, total)
 
 
 def convert(variant: str | Path, to_format: str, out: str | Path | None = None, *, overwrite: bool = False,
@@ -111,22 +174,32 @@ class CalibrateOptions:
     max_tokens: int | None = 4096
     revision: str | None = None
     overwrite: bool = False
+    resume: bool = False  # continue an interrupted run on the same --out (same options and source)
+    chat_template: Path | None = None  # a Jinja chat template file, for a model without one
 
 
 def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = lambda m: None) -> tuple[Path, dict]:
     """Stream the model layer by layer over the samples; save H = XᵀX per input group, token counts
     and routing statistics. Returns the directory and the coverage report."""
-    if opts.mode not in MODES:
-        raise UsageError(f"--mode {opts.mode}: choose auto, routed or all")
+    _check_calibration_options(opts.mode, opts.min_tokens, opts.max_tokens)
     ckpt, adapter = open_model(opts.model, opts.revision)
-    encoded = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens)
+    encoded = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens, chat_template=opts.chat_template,
+                             log=log)
     log(f"calibrating on {encoded.summary['samples']} samples: {encoded.summary['tokens']['text']} text and "
         f"{encoded.summary['tokens']['vision']} vision tokens")
-    with atomic_output_dir(Path(opts.out), overwrite=opts.overwrite) as tmp:
-        layers: dict[int, dict] = {}
+    run = run_record("calibrate", ckpt, opts, samples=encoded.summary["sha256"])
+    with output_dir(Path(opts.out), overwrite=opts.overwrite, resume=opts.resume, run=run) as rundir:
+        tmp = rundir.result
+        progress = RunProgress(rundir.state, lambda d: {}, None)  # the layer files stay in the result
         stream = LayerStream(ckpt, adapter)
-        stream.run(encoded.inputs, mode=opts.mode, min_tokens=opts.min_tokens,
+        start = None
+        if progress.step is not None:  # continue after the last checkpointed layer
+            start = (progress.step + 1, progress.restore())
+        layers = {int(n): rec for n, rec in progress.record().get("layers", {}).items()}
+        stream.run(encoded.inputs, mode=opts.mode, min_tokens=opts.min_tokens, start=start,
                    on_layer=lambda n, calib: layers.__setitem__(n, save_layer(tmp, calib)),
+                   after_layer=lambda n, states: progress.save(n, {"layers": {str(k): v for k, v in layers.items()}},
+                                                               states),
                    progress=_progress(log, "calibrate"))
         report = coverage_report(layers, opts.min_tokens)
         meta = {"format_version": FORMAT_VERSION, "quantkit_version": QUANTKIT_VERSION,

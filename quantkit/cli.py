@@ -18,9 +18,10 @@ from .errors import OutputError, QuantkitError, UsageError, VariantCorrupt
 from .format import all_runtimes, format_names, formats
 from .manifest import verify_files
 from .profile import ProfileOptions, parse_contexts, reference_of
+from .progress import ConsoleLog
 from .profile import profile as run_profile
 from .publish import PackageOptions, PushOptions
-from .reference import tiny
+from .reference import tiny, tiny_qwen3
 from .units import human_bytes as _human
 from .verify import export_vision_onnx
 from .verify import verify as verify_variant
@@ -32,11 +33,18 @@ def _handled(fn):
         try:
             return fn(*args, **kwargs)
         except QuantkitError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {e}{_kept(e)}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: nothing was written", err=True)
+        except KeyboardInterrupt as e:
+            kept = getattr(e, "kept_partial", None)
+            click.echo(f"interrupted: progress kept in {kept}; rerun the same command with --resume to continue"
+                       if kept else "interrupted: nothing was written", err=True)
             sys.exit(130)
+        except OSError as e:  # the machine, not quantkit: a full disk, a read-only or vanished path
+            if os.environ.get("QUANTKIT_DEBUG"):
+                raise
+            click.echo(f"error: {e.filename or 'I/O'}: {e.strerror or e}{_kept(e)}", err=True)
+            sys.exit(2)
         except Exception as e:  # a bug: still one line unless asked
             if os.environ.get("QUANTKIT_DEBUG"):
                 raise
@@ -44,6 +52,11 @@ def _handled(fn):
                        err=True)
             sys.exit(3)
     return wrapper
+
+
+def _kept(e: BaseException) -> str:
+    kept = getattr(e, "kept_partial", None)
+    return f" (progress kept in {kept}: rerun with --resume to continue)" if kept else ""
 
 
 def _with(options):
@@ -93,7 +106,8 @@ def inspect(model, revision):
 def _quantize_options(fn):
     opts = [
         click.argument("model"),
-        click.option("--bits", type=int, default=None, help="Routed-expert bits (2, 3, 4, 8); picks the family's -wN profile."),
+        click.option("--bits", type=int, default=None,
+                     help="Routed-expert bits (2..8; GPTQ and GGUF take 2, 3, 4, 8); picks the family's -wN profile."),
         click.option("--profile", default=None, help="A profile file or shipped profile name (profiles/*.yaml)."),
         click.option("--group-size", type=int, default=None, help="Override every rule's group size (-1 = per-channel)."),
         click.option("--method", type=click.Choice(["rtn", "gptq"]), default=None, help="Override the profile's method."),
@@ -126,8 +140,7 @@ def _print_plan(p) -> None:
         click.echo(f"note: {note}")
 
 
-def _log(message: str) -> None:
-    click.echo(message, err=True)
+_log = ConsoleLog()  # lines to stderr; progress bars per stage when stderr is a terminal
 
 
 _calibration_options = [
@@ -138,6 +151,12 @@ _calibration_options = [
     click.option("--min-tokens", type=int, default=64, show_default=True,
                  help="Routed tokens below which an expert counts as under-covered."),
     click.option("--max-tokens", type=int, default=4096, show_default=True, help="Longest sample accepted."),
+    click.option("--chat-template", type=click.Path(path_type=Path), default=None,
+                 help="A Jinja chat template file for a model that ships none (default: its own; without one, "
+                      "samples are calibrated as plain text and the record says so)."),
+    click.option("--resume", is_flag=True,
+                 help="Continue an interrupted run on the same --out from its last finished layer "
+                      "(same options and source; the result is the same bytes as an uninterrupted run)."),
 ]
 
 
@@ -156,14 +175,13 @@ _calibration_options = [
                    + ". Default: the profile's format (the default format for --bits).")
 @_handled
 def quantize(model, bits, profile, group_size, method, revision, force, out, calib, sequential, samples, mode,
-             min_tokens, max_tokens, overwrite, max_shard_size, fmt):
-    """Quantize MODEL (directory or Hub id) into a GPTQ-format (or --format gguf) variant at --out."""
-
+             min_tokens, max_tokens, chat_template, resume, overwrite, max_shard_size, fmt):
+    """Quantize MODEL (directory or Hub id) into a GPTQ-format (or --format) variant at --out."""
     path = api.quantize(QuantizeOptions(model=model, out=out, bits=bits, profile=profile, group_size=group_size,
-                               method=method, revision=revision, overwrite=overwrite, force=force,
-                               max_shard_size=max_shard_size, calib=calib, samples=samples, mode=mode,
-                               min_tokens=min_tokens, max_tokens=max_tokens, sequential=sequential,
-                               format=fmt), log=_log)
+                                        method=method, revision=revision, overwrite=overwrite, force=force,
+                                        max_shard_size=max_shard_size, calib=calib, samples=samples, mode=mode,
+                                        min_tokens=min_tokens, max_tokens=max_tokens, sequential=sequential,
+                                        format=fmt, resume=resume, chat_template=chat_template), log=_log)
     click.echo(f"variant written: {path}")
 
 
@@ -174,11 +192,11 @@ def quantize(model, bits, profile, group_size, method, revision, force, out, cal
 @click.option("--revision", default=None, help="Hub revision of MODEL.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @_handled
-def calibrate(model, out, samples, mode, min_tokens, max_tokens, revision, overwrite):
+def calibrate(model, out, samples, mode, min_tokens, max_tokens, chat_template, resume, revision, overwrite):
     """Run MODEL layer by layer over multimodal samples; save per-module statistics for GPTQ."""
-
     path, _ = api.calibrate(CalibrateOptions(model=model, out=out, samples=samples, mode=mode, min_tokens=min_tokens,
-                                   max_tokens=max_tokens, revision=revision, overwrite=overwrite), log=_log)
+                                             max_tokens=max_tokens, revision=revision, overwrite=overwrite,
+                                             resume=resume, chat_template=chat_template), log=_log)
     click.echo(f"calibration written: {path}")
 
 
@@ -225,12 +243,14 @@ def verify_files_cmd(variant):
 @click.option("--private", is_flag=True, help="Create the repo private (an existing repo keeps its visibility).")
 @click.option("--dry-run", is_flag=True, help="Print exactly what would be uploaded, and where; send nothing.")
 @click.option("--update", is_flag=True, help="Replace a branch that holds other content (one new commit on top).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds a Hub request may go without an answer (default: QUANTKIT_HUB_TIMEOUT or 60).")
 @_handled
-def push_cmd(variant, repo, revision, private, dry_run, update):
+def push_cmd(variant, repo, revision, private, dry_run, update, timeout):
     """Upload a packaged VARIANT to the Hub in one commit (token: HF_TOKEN or `hf auth login`; HF_ENDPOINT honoured)."""
 
     result = publish.push(PushOptions(variant=variant, repo=repo, revision=revision, private=private, dry_run=dry_run,
-                             update=update), log=_log)
+                             update=update, timeout=timeout), log=_log)
     for line in result.lines():
         click.echo(line)
 
@@ -318,17 +338,37 @@ def export_gguf_cmd(variant, out, overwrite):
     click.echo(f"variant written: {path}")
 
 
+# build-tiny KIND: the builders of quantkit.reference (real transformers classes, Hub layout)
+_TINY = {"vl": tiny.build_tiny_vl, "text": tiny.build_tiny_text_moe,
+         "qwen3-moe": tiny_qwen3.build_tiny_qwen3_moe, "qwen3-vl-moe": tiny_qwen3.build_tiny_qwen3_vl_moe}
+
+
+@main.command("convert")
+@click.argument("variant", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(format_names()), required=True, help="The format to write.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Variant directory to create (default: beside VARIANT, with the format's suffix).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only once the new variant is complete).")
+@_handled
+def convert_cmd(variant, fmt, out, overwrite):
+    """Write VARIANT in another format with the same codes (no requantization); refuses, naming the
+    tensor, where the target format cannot hold a scheme exactly."""
+    path = convert(variant, fmt, out, overwrite=overwrite, log=_log)
+    click.echo(f"variant written: {path}")
+
+
 @main.command("build-tiny")
-@click.argument("kind", type=click.Choice(["vl", "text"]))
+@click.argument("kind", type=click.Choice(list(_TINY)))
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @_handled
 def build_tiny(kind, out, seed):
-    """Build a tiny ERNIE-4.5 model with the real transformers class (the embedded default)."""
+    """Build a tiny model with the real transformers class: ERNIE-4.5-VL (vl, the embedded default),
+    ERNIE-4.5 text MoE (text), Qwen3-MoE (qwen3-moe), Qwen3-VL-MoE (qwen3-vl-moe)."""
 
     if out.exists():
         raise OutputError(f"--out {out}: already exists; remove it or choose another path")
-    path = tiny.build_tiny_vl(out, seed=seed) if kind == "vl" else tiny.build_tiny_text_moe(out, seed=seed)
+    path = _TINY[kind](out, seed=seed)
     click.echo(f"tiny {kind} model written: {path}")
 
 

@@ -24,10 +24,11 @@ if TYPE_CHECKING:  # types only: the core modules below import this one
     from .roles import Role
     from .scheme import QuantScheme
 
-# `add(tensors)`: what a producer calls with output tensors, in any grouping; `produce(add)` runs
-# them and returns what the manifest should record about the run (fallbacks, solver figures) or None.
+# `add(tensors)`: what a producer calls with output tensors, in any grouping; `produce(add, progress)`
+# runs them, checkpointing through `progress` (a quantkit.runstate.RunProgress), and returns what the
+# manifest should record about the run (fallbacks, solver figures) or None.
 Add = Callable[[dict], None]
-Produce = Callable[[Add], "dict | None"]
+Produce = Callable[[Add, object], "dict | None"]
 Log = Callable[[str], None]
 
 
@@ -70,7 +71,10 @@ class Format:
         raise NotImplementedError
 
     def write_variant(self, ckpt: "Checkpoint", plan: "Plan", produce: Produce, out: Path, *,
-                      overwrite: bool = False, max_shard_bytes: int = 2 * 2**30, extra: dict | None = None) -> Path:
+                      overwrite: bool = False, max_shard_bytes: int = 2 * 2**30, extra: dict | None = None,
+                      resume: bool = False, run: dict | None = None) -> Path:
+        """Write the variant at `out` (quantkit.outdir: locked, atomic, resumable when `resume`;
+        `run` describes the run for that check)."""
         raise NotImplementedError
 
     # -- reading back ----------------------------------------------------------------------------

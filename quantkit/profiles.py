@@ -21,11 +21,15 @@ import yaml
 from .errors import ProfileError, UsageError
 from .format import default_format, format_names, get_format
 from .roles import ALL_KINDS, Role
-from .scheme import SUPPORTED_BITS, QuantScheme
+from .scheme import METHODS, SUPPORTED_BITS, QuantScheme
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 _RULE_KEYS = {"role", "name", "keep", "bits", "group_size", "sym", "method", "desc_act", "why"}
 _TOP_KEYS = {"name", "family", "format", "description", "rules"}
+# The type every common key must have as YAML writes it (no coercion: `sym: 'false'` is a string).
+_BOOL_KEYS = ("keep", "sym", "desc_act")
+_INT_KEYS = ("bits", "group_size")
+_STR_KEYS = ("name", "method", "why")
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,47 @@ class Profile:
                            "scheme": r.scheme.to_dict() if r.scheme else "keep"} for r in self.rules]}
 
 
+def _shown(value) -> str:
+    """A YAML value in words, for a type error: `the string 'false'`, `the number 4.0`, `a list`."""
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if value is None:
+        return "nothing (null)"
+    return {list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _check_types(raw: dict, where: str) -> None:
+    """Every common key of a rule has its YAML type and range; ProfileError naming the key otherwise."""
+    for key in _BOOL_KEYS:
+        if key in raw and not isinstance(raw[key], bool):
+            raise ProfileError(f"{where}: `{key}` must be true or false (a YAML boolean, unquoted), "
+                               f"got {_shown(raw[key])}")
+    for key in _INT_KEYS:
+        if key in raw and (isinstance(raw[key], bool) or not isinstance(raw[key], int)):
+            raise ProfileError(f"{where}: `{key}` must be an integer, got {_shown(raw[key])}")
+    for key in _STR_KEYS:
+        if key in raw and not isinstance(raw[key], str):
+            raise ProfileError(f"{where}: `{key}` must be a string, got {_shown(raw[key])}")
+    if "bits" in raw and raw["bits"] not in SUPPORTED_BITS:
+        raise ProfileError(f"{where}: `bits` must be one of {', '.join(map(str, SUPPORTED_BITS))}, got {raw['bits']}")
+    if "group_size" in raw and raw["group_size"] != -1 and raw["group_size"] <= 0:
+        raise ProfileError(f"{where}: `group_size` must be a positive number of columns or -1 (per-channel), "
+                           f"got {raw['group_size']}")
+    if "method" in raw and raw["method"] not in METHODS:
+        raise ProfileError(f"{where}: `method` must be one of {', '.join(METHODS)}, got {raw['method']!r}")
+    role = raw.get("role")
+    if role is not None and not isinstance(role, str):
+        if not isinstance(role, list):
+            raise ProfileError(f"{where}: `role` must be a role name or a list of them, got {_shown(role)}")
+        bad = [r for r in role if not isinstance(r, str)]
+        if bad:
+            raise ProfileError(f"{where}: `role` must list role names (strings), got {_shown(bad[0])} in the list")
+
+
 def _parse_rule(raw, where: str, fmt: str) -> Rule:
     if not isinstance(raw, dict):
         raise ProfileError(f"{where}: each rule must be a mapping, got {raw!r}")
@@ -92,7 +137,8 @@ def _parse_rule(raw, where: str, fmt: str) -> Rule:
         if owners:
             raise ProfileError(f"{where}: `{key}` needs `format: {owners[0]}` at the top of the profile")
         raise ProfileError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
-    roles = raw.get("role", [])
+    _check_types(raw, where)
+    roles = raw.get("role") or []
     roles = (roles,) if isinstance(roles, str) else tuple(roles)
     for r in roles:
         if r.split(".")[0] not in ALL_KINDS:
@@ -141,6 +187,9 @@ def load_profile(path_or_name: str | Path) -> Profile:
         raise ProfileError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(_TOP_KEYS))}")
     if "family" not in raw or not isinstance(raw.get("rules"), list):
         raise ProfileError(f"{path}: a profile needs `family` and a list of `rules`")
+    for key in ("name", "family", "format", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ProfileError(f"{path}: `{key}` must be a string, got {_shown(raw[key])}")
     fmt = raw.get("format", default_format().name)
     if fmt not in format_names():
         raise ProfileError(f"{path}: format {fmt!r} is not supported (supported: {', '.join(format_names())})")

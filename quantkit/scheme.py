@@ -11,11 +11,13 @@ at source precision) is how manifests, plans and cards name it: `scheme_label` w
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
-SUPPORTED_BITS = (2, 3, 4, 8)
+# Every width the solvers produce; each format refuses at plan time the widths it cannot store
+# (GPTQ 2/3/4/8, GGUF its types, compressed-tensors 2..8).
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 METHODS = ("rtn", "gptq")
 
 
@@ -44,6 +46,20 @@ class QuantScheme:
     @property
     def label(self) -> str:
         return scheme_label(self)
+
+
+def fit_group(scheme: QuantScheme, in_features: int, min_group: int = 32) -> tuple[QuantScheme, str | None]:
+    """Keep the group size if it divides the input width, else halve it down to `min_group`, else go
+    per-channel; returns the scheme and the fallback in words (None when the scheme fits)."""
+    g = scheme.group_size
+    if g == -1 or in_features % g == 0:
+        return scheme, None
+    cand = g // 2
+    while cand >= min_group and in_features % cand:
+        cand //= 2
+    new = cand if cand >= min_group else -1
+    what = f"group {new}" if new != -1 else "per-channel"
+    return replace(scheme, group_size=new), f"group_size {g} does not divide in_features {in_features}: {what}"
 
 
 KEEP = "keep"

@@ -41,3 +41,26 @@ def manifest_record(ckpt: Checkpoint, plan: Plan, seconds: float, extra: dict) -
                              **({"fallback": e.fallback} if e.fallback else {})}
                     for e in plan.entries},
     }
+
+
+def remote_code_problems(config: dict, variant) -> list[str]:
+    """What keeps a runtime from resolving the config's classes: a model_type transformers does not
+    know needs `auto_map.AutoConfig`, and every `MODULE.Class` that `auto_map` names needs MODULE.py in
+    the variant (served with --trust-remote-code). Source: transformers 5.24
+    dynamic_module_utils.get_class_from_dynamic_module; shared/notes/formats.md (vLLM needs the repo's
+    *.py files)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    auto_map = config.get("auto_map") or {}
+    bad = []
+    if config.get("model_type") not in CONFIG_MAPPING_NAMES and "AutoConfig" not in auto_map:
+        bad.append(f"model_type {config.get('model_type')!r} is not built into transformers and config.json has no "
+                   "auto_map.AutoConfig")
+    for key, ref in sorted(auto_map.items()):
+        for r in (ref if isinstance(ref, list) else [ref]):
+            if not r:
+                continue
+            module = r.split("--")[-1].rsplit(".", 1)[0]
+            if not (variant / f"{module.replace('.', '/')}.py").is_file():
+                bad.append(f"auto_map.{key} -> {r}: {module}.py is not in the variant")
+    return bad

@@ -7,7 +7,8 @@ check makes the verdict "not proven" (servable False) unless the check is marked
 File form (`to_json()`, printed by `quantkit verify --json`, read by CI):
 
     {"variant": PATH, "integrity": {"ok": bool, "checks": [CHECK, ...]},
-     "runtimes": {"vllm": {"servable": bool, "failed": [LINE, ...], "checks": [CHECK, ...]}, ...},
+     "runtimes": {"vllm": {"servable": bool, "failed": [LINE, ...], "checks": [CHECK, ...],
+                           "serve": "vLLM >= 0.34 (...): vllm serve DIR ..."}, ...},
      "onnx": {...numbers of the onnxruntime cross-check...}}
     CHECK = {"id": "vllm.moe_bits", "status": "pass|fail|skip", "summary": LINE, "details": [...],
              "source": "where the rule comes from"}
@@ -74,6 +75,7 @@ class RuntimeVerdict:
     runtime: str
     checks: list[Check] = field(default_factory=list)
     integrity_ok: bool = True
+    serve: str = ""  # how the runtime serves it when servable: minimum version and exact command ("" if none)
 
     @property
     def servable(self) -> bool:
@@ -84,8 +86,10 @@ class RuntimeVerdict:
         return lines + [c.line() for c in self.checks if not (c.passed or (c.status == SKIP and c.optional))]
 
     def to_json(self) -> dict:
-        return {"servable": self.servable, "failed": self.failed_lines(),
-                "checks": [c.to_json() for c in self.checks]}
+        out = {"servable": self.servable, "failed": self.failed_lines(), "checks": [c.to_json() for c in self.checks]}
+        if self.serve:
+            out["serve"] = self.serve if self.servable else f"(if the failed rules were fixed) {self.serve}"
+        return out
 
 
 @dataclass
@@ -123,6 +127,8 @@ class VerifyReport:
         for name, v in self.runtimes.items():
             out.append(f"{name}: {'servable' if v.servable else 'NOT servable'}")
             out += [f"  {line}" for line in v.failed_lines()]
+            if v.servable and v.serve:
+                out.append(f"  serve: {v.serve}")
         return out
 
     def to_json(self) -> dict:
@@ -146,6 +152,9 @@ class VerifyReport:
             text += ["", f"onnxruntime `MatMulNBits` cross-check: {self.onnx['tensors_checked']} quantized tensors, "
                          f"max abs error {self.onnx['max_abs_err']:.3g} "
                          f"(bound ratio {self.onnx['max_err_over_bound']:.3g})."]
+        serve = [f"- {name}: {v.serve}" for name, v in self.runtimes.items() if v.servable and v.serve]
+        if serve:
+            text += ["", "How to serve:", ""] + serve
         details = [f"- {name}: {line}" for name, v in self.runtimes.items() for line in v.failed_lines()]
         if details:
             text += ["", "Failed rules:", ""] + details

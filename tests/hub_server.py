@@ -25,8 +25,12 @@ applied, under one lock, so a failed commit changes nothing (as on the Hub).
 Failures on demand: `hub.fail(route, status=500)` answers the next call of a route with that status;
 `hub.fail(route, drop=True)` reads the request and closes the connection without an answer (a network
 failure); `after=True` applies the request first and then drops the answer (the commit landed but the
-client never heard). Routes: create, whoami, validate, info, refs, tree, preupload, commit, branch,
-lfs-batch, lfs-upload, resolve.
+client never heard), or with a `status` answers that status after applying it (a gateway error on a
+commit that landed); `hang=True` reads the request and never answers (until the server stops), after
+applying it with `after=True`. Routes: create, whoami, validate, info, refs, tree, preupload, commit,
+branch, lfs-batch, lfs-upload, resolve.
+
+`SilentServer` accepts connections on 127.0.0.1 and never answers anything (a Hub or proxy that hangs).
 
 Tokens: `hub.add_token(token, user, orgs=..., write=True)`. No token, or an unknown one, is 401 on
 writes; a token without rights on a namespace gets 403; private repos are invisible (404) to others.
@@ -116,6 +120,7 @@ class Failure:
     after: bool
     message: str
     times: int
+    hang: bool = False
 
 
 class HubError(Exception):
@@ -135,6 +140,7 @@ class HubState:
         self.failures: dict[str, list[Failure]] = {}
         self.requests: list[tuple[str, str, int]] = []
         self.lfs_min_size = lfs_min_size  # None: every file "regular"; else files >= this size go "lfs"
+        self.stopping = threading.Event()  # releases handlers that hang
         self._counter = 0
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -182,6 +188,7 @@ class HubServer:
         self.stop()
 
     def stop(self) -> None:
+        self.state.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -190,10 +197,10 @@ class HubServer:
         self.state.tokens[token] = {"user": user, "orgs": tuple(orgs), "write": write}
 
     def fail(self, route: str, status: int | None = 500, *, drop: bool = False, after: bool = False,
-             message: str = "Internal Error (injected by the test)", times: int = 1) -> None:
+             hang: bool = False, message: str = "Internal Error (injected by the test)", times: int = 1) -> None:
         with self.state.lock:
-            self.state.failures.setdefault(route, []).append(Failure(None if drop else status, drop, after,
-                                                                     message, times))
+            self.state.failures.setdefault(route, []).append(Failure(None if drop or hang else status, drop, after,
+                                                                     message, times, hang))
 
     @property
     def requests(self) -> list[tuple[str, str, int]]:
@@ -216,6 +223,43 @@ class HubServer:
                 for n in sorted(repo.prs):
                     h.update(f"pr{n} {repo.prs[n]}\n".encode())
             return h.hexdigest()
+
+
+class SilentServer:
+    """`with SilentServer() as s:` listens on 127.0.0.1 (s.endpoint), accepts every connection and never
+    answers: reads what the client sends and holds the connection open until the server stops."""
+
+    def __init__(self):
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.endpoint = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="silent-server", daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:  # timeout: look at the stop flag again
+                continue
+            conn.setblocking(False)
+            self._conns.append(conn)
+            self.accepted += 1
+        for conn in self._conns:
+            conn.close()
+
+    def __enter__(self) -> "SilentServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
 
 
 class _Dropped(Exception):
@@ -278,13 +322,21 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             route, handler, args = self._route(method, self.segments)
             failure = self.st.take_failure(route)
+            if failure and failure.hang and not failure.after:
+                self.st.stopping.wait(120)
+                raise _Dropped()
             if failure and failure.drop and not failure.after:
                 raise _Dropped()
-            if failure and failure.status:
+            if failure and failure.status and not failure.after:
                 raise HubError(failure.status, failure.message)
             status, payload, headers = handler(*args)
+            if failure and failure.hang:  # after=True: the work is done, the answer never comes
+                self.st.stopping.wait(120)
+                raise _Dropped()
             if failure and failure.drop:  # after=True: the work is done, the answer is lost
                 raise _Dropped()
+            if failure and failure.status:  # after=True: the work is done, the answer is an error
+                raise HubError(failure.status, failure.message)
             self._send(status, payload, headers)
         except _Dropped:
             status = 0

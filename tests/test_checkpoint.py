@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from quantkit.checkpoint import INDEX_NAME, Checkpoint, ShardWriter, atomic_output_dir
+from quantkit.checkpoint import INDEX_NAME, Checkpoint, ShardWriter
+from quantkit.outdir import atomic_output_dir
 from quantkit.errors import CheckpointError, OutputError
 
 

@@ -37,8 +37,8 @@ def test_plan_shows_fallbacks(tiny_vl):
 
 
 def test_wrong_bits(tiny_vl, tmp_path):
-    code, _, err = run("quantize", tiny_vl, "--bits", 5, "--method", "rtn", "--out", tmp_path / "v")
-    assert_one_line_error(code, err, "--bits 5")
+    code, _, err = run("quantize", tiny_vl, "--bits", 9, "--method", "rtn", "--out", tmp_path / "v")
+    assert_one_line_error(code, err, "--bits 9")
     assert not (tmp_path / "v").exists()
 
 
@@ -89,6 +89,23 @@ def test_out_inside_source_is_refused(tiny_vl):
 
 
 def test_interrupted_write_leaves_nothing_behind(tiny_vl, tmp_path, monkeypatch):
+    """Ctrl-C before any progress was checkpointed: nothing is left (issue 17: after a checkpoint the
+    progress is kept for --resume instead; see the next test and tests/test_resume.py)."""
+    from quantkit.checkpoint import Checkpoint
+
+    def interrupted(self, name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "read", interrupted)
+    parent = tmp_path / "outs"
+    parent.mkdir()
+    code, _, err = run("quantize", tiny_vl, "--bits", 4, "--method", "rtn", "--out", parent / "v",
+                       "--max-shard-size", "50KB")
+    assert code == 130 and "nothing was written" in err
+    assert os.listdir(parent) == []
+
+
+def test_interrupted_write_keeps_progress_for_resume(tiny_vl, tmp_path, monkeypatch):
     import quantkit.quantize.pipeline as api
 
     calls = {"n": 0}
@@ -103,8 +120,12 @@ def test_interrupted_write_leaves_nothing_behind(tiny_vl, tmp_path, monkeypatch)
     monkeypatch.setattr(api, "quantize_rtn", flaky)
     parent = tmp_path / "outs"
     parent.mkdir()
-    code, _, err = run("quantize", tiny_vl, "--bits", 4, "--method", "rtn", "--out", parent / "v",
-                       "--max-shard-size", "50KB")
-    assert code == 130 and "nothing was written" in err
+    args = ("quantize", tiny_vl, "--bits", 4, "--method", "rtn", "--out", parent / "v", "--max-shard-size", "50KB")
+    code, _, err = run(*args)
+    assert code == 130 and "progress kept in" in err and "--resume" in err and len(err.strip().splitlines()) == 1
     assert calls["n"] == 20
-    assert os.listdir(parent) == []
+    assert os.listdir(parent) == [".v.partial"]
+    monkeypatch.setattr(api, "quantize_rtn", real)
+    code, _, err = run(*args, "--resume")
+    assert code == 0, err
+    assert os.listdir(parent) == ["v"]

@@ -89,10 +89,15 @@ def test_two_bit_card_is_honest_about_runtimes(w2_rtn, tmp_path):
     text = (v / CARD).read_text()
     assert r.name.suffix == "GPTQ-Int2-g64-asym-rtn"
     assert "2-bit" in r.metadata["tags"]
-    assert "**vLLM cannot serve this variant.**" in text and "no 2-bit GPTQ MoE kernel" in text
-    assert "GPTQModel" in text and "untested" in text
+    # vLLM >= 0.34 serves 2-bit asymmetric GPTQ experts with --quantization humming; this variant keeps the
+    # native config flavour, which vLLM's ERNIE-4.5-VL code does not read: both said plainly
+    assert "**vLLM: not with this config.**" in text and "Humming kernels" in text
+    assert "vllm serve REPO --trust-remote-code --quantization humming" in text
+    assert "**transformers `from_pretrained`: do not use it on this variant.**" in text
+    assert "randomly initialised experts" in text and "--format compressed-tensors" in text
+    assert "GPTQModel** (7.7) refuses this variant" in text
     assert "no ERNIE-4.5-VL" in text  # llama.cpp: not an option for the VL model, said plainly
-    assert "vllm serve" not in text
+    assert "cannot serve" not in text and "no 2-bit" not in text
 
 
 def test_checksums_cover_the_card_and_verify_files_finds_damage(w4):
@@ -254,7 +259,8 @@ def test_four_bit_remote_code_flavour_card_names_the_vllm_command(tmp_path):
     r = _package(v, repo="test-org/tiny-vl-GPTQ", revision="auto")
     text = (v / CARD).read_text()
     assert f"vllm serve test-org/tiny-vl-GPTQ --revision {r.name.suffix} --trust-remote-code" in text
-    assert "4 and 8 bits with a symmetric grid" in text and "spatial_conv_size" not in text
+    assert "GPTQ Marlin MoE kernels (4 or 8 bits, symmetric; vLLM >= 0.32)" in text and "spatial_conv_size" not in text
+    assert "--quantization humming" not in text.split("## Runtimes")[1].split("**transformers")[0]
 
 
 def test_gptq_calibration_is_described(w4):

@@ -23,8 +23,9 @@ def test_bits_pick_the_family_profile_and_override_experts():
     p3 = profile_for_bits("ernie45-vl", 3)
     assert p3.scheme_for("x", EXPERT).bits == 3
     assert p3.scheme_for("x", Role("attention", 1, proj="q")).bits == 8
-    with pytest.raises(UsageError, match="--bits 5"):
-        profile_for_bits("ernie45-vl", 5)
+    assert profile_for_bits("ernie45-vl", 5).scheme_for("x", EXPERT).bits == 5  # the format refuses what it cannot store
+    with pytest.raises(UsageError, match="--bits 9"):
+        profile_for_bits("ernie45-vl", 9)
     with_gs = load_profile("ernie45-vl-w4").with_overrides(group_size=32, method="rtn")
     assert with_gs.scheme_for("x", EXPERT).group_size == 32 and with_gs.scheme_for("x", EXPERT).method == "rtn"
 
@@ -46,9 +47,9 @@ def test_name_regex_rules_apply_in_order(tmp_path):
 @pytest.mark.parametrize("body,message", [
     ("family: ernie45_vl\nrules:\n  - role: routed_expert\n    bitz: 4\n", "unknown key 'bitz'"),
     ("family: ernie45_vl\nrules:\n  - role: expertz\n    bits: 4\n", "unknown role 'expertz'"),
-    ("family: ernie45_vl\nrules:\n  - role: routed_expert\n    bits: 5\n", "bits must be one of"),
+    ("family: ernie45_vl\nrules:\n  - role: routed_expert\n    bits: 9\n", "`bits` must be one of"),
     ("family: ernie45_vl\nrules:\n  - role: routed_expert\n    keep: true\n    bits: 4\n", "both keep and set bits"),
-    ("family: ernie45_vl\nrules:\n  - role: routed_expert\n    method: awq\n    bits: 4\n", "method must be one of"),
+    ("family: ernie45_vl\nrules:\n  - role: routed_expert\n    method: awq\n    bits: 4\n", "`method` must be one of"),
     ("family: ernie45_vl\nrulez: []\n", "unknown key 'rulez'"),
     ("family: ernie45_vl\nrules: [\n", "invalid YAML"),
 ])

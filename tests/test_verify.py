@@ -117,7 +117,9 @@ def test_correct_4bit_variant_is_servable_everywhere(good):
         assert report.runtimes[runtime].servable, report.lines()
     assert report.servable
     assert report.onnx["tensors_checked"] == TINY_QUANTIZED_MODULES and report.onnx["max_err_over_bound"] < 1
-    assert report.lines() == ["integrity: ok", "vllm: servable", "transformers: servable", "onnxruntime: servable"]
+    assert report.lines() == ["integrity: ok", "vllm: servable",
+                              "  serve: vLLM >= 0.32 (gptq_marlin): vllm serve DIR --trust-remote-code",
+                              "transformers: servable", "onnxruntime: servable"]
     form = json.loads(report.dumps())
     assert form["servable"] and form["runtimes"]["vllm"]["failed"] == []
     assert all(c["source"] for c in form["runtimes"]["vllm"]["checks"])  # every rule names its source
@@ -174,17 +176,49 @@ def test_experts_kept_in_float_next_to_quantized_ones(tiny_remote, tmp_path):
     assert report.integrity_ok  # the files are what the plan says; only vLLM cannot take it
 
 
-def test_two_bit_experts_are_refused_for_vllm(tiny_remote, tmp_path):
-    v = _quantize(tiny_remote, tmp_path / "w2", bits=2)
+def test_two_bit_experts_are_servable_with_humming(tiny_remote, tmp_path):
+    """vLLM >= 0.34: GPTQ 2-bit asymmetric experts run on the Humming kernels with
+    `--quantization humming`; the verdict names the version and the exact command."""
+    v = _quantize(tiny_remote, tmp_path / "w2", bits=2, group_size=32)
     report = verify(v, runtimes=("vllm",))
-    c = failed_check(report, "vllm.moe_bits")
-    assert [line.split(":")[0] for line in c.details] == [
-        f"language_model.model.layers.{n}.mlp.{m}_experts (layer {n} {m} experts)"
-        for n in (1, 2) for m in ("text", "vision")]
-    assert all(line.endswith("2-bit experts") for line in c.details)
-    assert "4 or 8 bits" in c.summary
-    failed_check(report, "vllm.moe_sym")  # the w2 profile's experts are asymmetric too
-    failed_check(report, "vllm.quant_config")
+    assert report.runtimes["vllm"].servable, report.lines()
+    serve = report.runtimes["vllm"].serve
+    assert serve.startswith("vLLM >= 0.34 (Humming kernels: base scheme 2-bit asym")
+    assert serve.endswith("vllm serve DIR --trust-remote-code --quantization humming")
+    assert report.lines()[-1] == f"  serve: {serve}"
+    assert json.loads(report.dumps())["runtimes"]["vllm"]["serve"] == serve
+
+
+def test_three_bit_experts_are_servable_and_least_proven(tiny_remote, tmp_path):
+    v = _quantize(tiny_remote, tmp_path / "w3", bits=3, group_size=32)
+    report = verify(v, runtimes=("vllm",), load=False)
+    assert report.runtimes["vllm"].servable, report.lines()
+    assert "least proven" in report.check("vllm.moe_bits").summary
+    assert "3-bit is the width least proven end to end" in report.runtimes["vllm"].serve
+
+
+def test_asymmetric_experts_under_a_symmetric_config_are_refused(tiny_remote, tmp_path):
+    v = _quantize(tiny_remote, tmp_path / "w2", bits=2, group_size=32)
+    d = copy_variant(v, tmp_path, "sym-config")
+
+    def symmetric(cfg):
+        q = cfg["quantization_config"]
+        q["sym"] = True
+        q["dynamic"] = {k: {kk: vv for kk, vv in o.items() if kk != "sym"} for k, o in q["dynamic"].items()}
+
+    edit_config(d, symmetric)
+    refresh_checksums(d)
+    c = failed_check(verify(d, runtimes=("vllm",), load=False), "vllm.moe_sym")
+    assert "asymmetric expert tensors" in c.details[0] and "vLLM resolves sym=true" in c.details[0]
+
+
+def test_one_group_size_per_fused_moe_layer(tiny_remote, tmp_path):
+    """On the Humming path (2-bit experts) the shipped w2 profile's g64 does not divide the vision experts'
+    intermediate size (32): their down_proj falls back to g32, and one FusedMoE layer holds one group size."""
+    v = _quantize(tiny_remote, tmp_path / "w2", bits=2)
+    c = failed_check(verify(v, runtimes=("vllm",), load=False), "vllm.moe_group_size")
+    assert c.details == [f"language_model.model.layers.{n}.mlp.vision_experts (layer {n} vision experts): group sizes "
+                         "[32, 64] (e.g. gate/up vs down); one per FusedMoE layer" for n in (1, 2)]
 
 
 def test_corrupted_qweight_fails_the_checksum(good, tmp_path):
@@ -412,7 +446,8 @@ def test_not_a_variant(tiny_vl, tmp_path):
 
 def test_cli_exit_codes_and_json(good, tiny_vl_w4, tiny_vl):
     r = CliRunner().invoke(main, ["verify", str(good), "--runtime", "vllm"])
-    assert r.exit_code == 0 and r.stdout.splitlines() == ["integrity: ok", "vllm: servable"]
+    assert r.exit_code == 0 and r.stdout.splitlines() == [
+        "integrity: ok", "vllm: servable", "  serve: vLLM >= 0.32 (gptq_marlin): vllm serve DIR --trust-remote-code"]
     r = CliRunner().invoke(main, ["verify", str(tiny_vl_w4), "--runtime", "vllm", "--runtime", "transformers",
                                   "--no-load"])
     assert r.exit_code == 1

@@ -9,6 +9,37 @@ from ..errors import CheckpointError
 from ..roles import Role
 
 
+PROJ = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
+        "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
+_EXPERT_WEIGHT = re.compile(r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight")
+
+
+def mlp_shapes(prefix: str, intermediate: int, hidden: int) -> dict[str, tuple[int, ...]]:
+    """gate/up/down of one gated MLP (an expert, the shared experts, a dense MLP)."""
+    return {prefix + "gate_proj.weight": (intermediate, hidden), prefix + "up_proj.weight": (intermediate, hidden),
+            prefix + "down_proj.weight": (hidden, intermediate)}
+
+
+def split_expert_tensors(tensors: dict) -> tuple[dict, dict]:
+    """(per-expert weights keyed (k, proj), everything else) of one layer's tensors (layer prefix dropped)."""
+    experts, rest = {}, {}
+    for name, t in tensors.items():
+        m = _EXPERT_WEIGHT.fullmatch(name)
+        if m:
+            experts[(int(m[1]), m[2])] = t
+        else:
+            rest[name] = t
+    return experts, rest
+
+
+def fuse_experts(experts: dict, ids) -> tuple:
+    """transformers' in-memory layout: gate_up_proj [E, 2I, H] = cat(gate, up), down_proj [E, H, I]."""
+    import torch
+
+    gate_up = torch.stack([torch.cat([experts[(k, "gate")], experts[(k, "up")]]) for k in ids])
+    return gate_up, torch.stack([experts[(k, "down")] for k in ids])
+
+
 def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, value_bytes: int) -> int:
     """K and V of every layer for one token: 2 x layers x kv_heads x head_dim x value bytes (standard
     multi-head / grouped-query attention; a family with another cache layout overrides
@@ -35,6 +66,30 @@ class MoEShape:
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.experts)
+
+
+@dataclass(frozen=True)
+class ProjectorTensor:
+    """One tensor of a vision projector file (llama.cpp's mmproj): `source` (a checkpoint name) stored as
+    `gguf` (llama.cpp's name; None: the format maps `tensor_map_name` through gguf's MMPROJ tensor map),
+    whole or, with `part`, the slice `part` of dimension `part_dim` (a Conv3d kernel stored as 2-D halves);
+    the parts of one source stacked along `part_dim` give it back."""
+    source: str
+    gguf: str | None = None
+    tensor_map_name: str | None = None
+    part: int | None = None
+    part_dim: int = 0
+
+
+@dataclass(frozen=True)
+class Projector:
+    """What a family's vision projector file holds (formats/gguf writes and reads it): llama.cpp's
+    `clip.projector_type`, hyper-parameters as {GGUFWriter `add_<key>`: value} (the image mean/std come
+    from the processor config, as llama.cpp's converter reads them), and the tensors in file order."""
+    projector_type: str
+    hparams: dict
+    tensors: tuple[ProjectorTensor, ...]
+    block_count: int
 
 
 @dataclass
@@ -65,6 +120,10 @@ class Adapter:
     # value); None: llama.cpp has none, and `gguf_unsupported` says so in the refusal.
     gguf_arch: str | None = None
     gguf_unsupported: str = ""
+    # llama.cpp's vocabulary kind (`tokenizer.ggml.model`): "llama" = SentencePiece `tokenizer.model`,
+    # "gpt2" = byte-level BPE from `tokenizer.json`; and its pre-tokenizer (`tokenizer.ggml.pre`)
+    gguf_vocab: str = "llama"
+    gguf_pre_tokenizer: str = "default"
 
     def __init__(self, config: dict):
         self.config = config
@@ -74,6 +133,59 @@ class Adapter:
     @classmethod
     def matches(cls, config: dict) -> bool:
         return config.get("model_type") in cls.model_types
+
+    @property
+    def takes_pictures(self) -> bool:
+        """Whether the model reads images/videos: calibration then goes through its processor and keeps
+        the samples with pictures (default: it has vision experts)."""
+        return "vision" in self.shape.experts
+
+    # -- the checkpoint as the core sees it ---------------------------------------------------------
+    def checkpoint_view(self, ckpt):
+        """The checkpoint as the plan, calibration, the producers and the formats see it. Default: as
+        stored. A family whose checkpoints fuse all experts of a layer into 3-D tensors returns a view
+        with one 2-D [out, in] weight per expert and projection (`adapters.expert_view`), so the core,
+        which plans and writes 2-D tensors, needs no change; `loadable_state` undoes it for loading."""
+        return ckpt
+
+    def loadable_state(self, state: dict) -> dict:
+        """Tensors under the view's names (e.g. a variant decoded by its format) -> a state dict the
+        transformers class loads (default: as they are)."""
+        return state
+
+    # -- llama.cpp (GGUF) -----------------------------------------------------------------------------
+    def text_fields(self) -> dict:
+        """The language model's config fields (the config itself, or its `text_config`)."""
+        return self.config.get("text_config") or self.config
+
+    def gguf_hparams(self) -> dict[str, object]:
+        """The family's llama.cpp hyper-parameters, as {GGUFWriter `add_<key>` method: value}, in the
+        order its converter (convert_hf_to_gguf.py) writes them. Default: what every decoder-only MoE
+        writes (TextModel.set_gguf_parameters)."""
+        s, t = self.shape, self.text_fields()
+        rope = t.get("rope_parameters") or {}
+        out = {"block_count": s.num_layers, "context_length": int(t.get("max_position_embeddings", 131072)),
+               "embedding_length": s.hidden_size, "feed_forward_length": int(t["intermediate_size"]),
+               "head_count": s.num_attention_heads, "head_count_kv": s.num_key_value_heads,
+               "rope_freq_base": float(rope.get("rope_theta", t.get("rope_theta", 10000.0))),
+               "layer_norm_rms_eps": float(t.get("rms_norm_eps", 1e-5)),
+               "expert_count": s.experts["text"], "expert_used_count": s.top_k}
+        if t.get("head_dim"):
+            out.update(key_length=int(t["head_dim"]), value_length=int(t["head_dim"]))
+        return out
+
+    def gguf_problems(self) -> list[str]:
+        """What keeps llama.cpp's graph for `gguf_arch` from running this config ([] if nothing)."""
+        return []
+
+    def gguf_tensor_source(self, name: str) -> str:
+        """The checkpoint name as llama.cpp's tensor map (`gguf.get_tensor_name_map`) knows it."""
+        return name
+
+    def gguf_projector(self):
+        """The vision projector file (mmproj) llama.cpp reads beside the model, as a
+        `formats.gguf`-independent description (adapters.gguf_projector.Projector), or None."""
+        return None
 
     def _moe_shape(self) -> MoEShape:
         raise NotImplementedError
@@ -179,6 +291,8 @@ class LayerRunner:
 
     layer_class_name: str = ""
     modeling_module: str = ""
+    # where the decoder layers' tensors live in the checkpoint
+    layers_prefix: str = "model.layers."
 
     def __init__(self, adapter: "Adapter"):
         self.adapter = adapter
@@ -206,9 +320,21 @@ class LayerRunner:
     def expert_module_name(self, layer: int, modality: str, expert: int, proj: str) -> str:
         raise NotImplementedError
 
+    def watch_prefix(self, model) -> tuple[list, dict]:
+        """Forward hooks on the prefix model that record, while one sample is embedded, what the decoder
+        layers need besides their own call arguments (Qwen3-VL: the DeepStack visual features added
+        after the first layers): (hook handles, the dict they fill; its items join the layers' kwargs).
+        Default: nothing."""
+        return [], {}
+
+    def run_layer(self, layer, n: int, hidden, kwargs: dict):
+        """Decoder layer `n` on one sample's hidden states (what the model's layer loop does around the
+        call, e.g. adding DeepStack features, goes here)."""
+        return layer(hidden, **kwargs)
+
     # -- generic -------------------------------------------------------------------------------
     def layer_prefix(self, layer: int) -> str:
-        return f"model.layers.{layer}."
+        return f"{self.layers_prefix}{layer}."
 
     def prefix_model(self, ckpt):
         """The model without decoder layers (embeddings, vision tower, resampler, norm, head), loaded
@@ -224,8 +350,7 @@ class LayerRunner:
         for attr in ("moe_layer_start_index", "moe_layer_end_index"):
             if hasattr(text, attr):
                 setattr(text, attr, 0)
-        layer_prefix = "model.layers."
-        state = {n: _f32(ckpt.read(n)) for n in ckpt.names() if not n.startswith(layer_prefix)}
+        state = {n: _f32(ckpt.read(n)) for n in ckpt.names() if not n.startswith(self.layers_prefix)}
         model = self.adapter.model_class().from_pretrained(None, config=cfg, state_dict=state, dtype=torch.float32)
         # The forward loops over `layers[:num_hidden_layers]`: restore the real count wherever the
         # model keeps a config, so a stand-in first layer gets called.

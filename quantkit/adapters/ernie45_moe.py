@@ -116,6 +116,16 @@ class Ernie45MoeAdapter(Adapter):
     def vllm_tensor_patterns(self) -> list[str]:
         return ernie_vllm_tensor_patterns(vision=False)
 
+    def gguf_hparams(self) -> dict[str, object]:
+        """conversion/ernie.py Ernie4_5MoeModel: the common ones + the interleave step, the leading dense
+        layers (= moe_layer_start_index), the expert width and the shared-expert count (their combined width
+        is read from their tensors by the writer)."""
+        s = self.shape
+        return {**super().gguf_hparams(), "interleave_moe_layer_step": int(self.config.get("moe_layer_interval", 1)),
+                "leading_dense_block_count": s.moe_layers[0],
+                "expert_feed_forward_length": s.expert_intermediate["text"],
+                "expert_shared_count": s.shared_experts}
+
     def runner(self) -> "Ernie45MoeRunner":
         return Ernie45MoeRunner(self)
 

@@ -11,13 +11,12 @@ remote-code `ernie4_5_moe_vl` (flat fields, `moe_num_experts: [E, E]`, `im_patch
 """
 from __future__ import annotations
 
-import re
 
-import torch
 
 from ..errors import CheckpointError
 from ..roles import Role
-from .base import Adapter, LayerRunner, MoEShape, NameRule
+from .base import PROJ as _PROJ
+from .base import Adapter, LayerRunner, MoEShape, NameRule, fuse_experts, mlp_shapes, split_expert_tensors
 
 NATIVE = "ernie4_5_vl_moe"
 REMOTE = "ernie4_5_moe_vl"
@@ -147,10 +146,6 @@ ERNIE45_VL_28B_REMOTE = {
     },
 }
 
-_PROJ = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
-         "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
-
-
 LAYER = r"model\.layers\.(?P<n>\d+)\."
 _MLP_PROJ = r"(?P<p>gate_proj|up_proj|down_proj)"
 
@@ -172,12 +167,6 @@ def ernie_decoder_rules(expert_role) -> list[NameRule]:
         NameRule(r"model\.embed_tokens\.weight", lambda m: Role("embedding")),
         NameRule(r"lm_head\.weight", lambda m: Role("lm_head")),
     ]
-
-
-def mlp_shapes(prefix: str, intermediate: int, hidden: int) -> dict[str, tuple[int, ...]]:
-    """gate/up/down of one gated MLP (an expert, the shared experts, a dense MLP)."""
-    return {prefix + "gate_proj.weight": (intermediate, hidden), prefix + "up_proj.weight": (intermediate, hidden),
-            prefix + "down_proj.weight": (hidden, intermediate)}
 
 
 def ernie_decoder_layer_shapes(s: MoEShape, n: int, dense_intermediate: int) -> dict[str, tuple[int, ...]]:
@@ -218,27 +207,6 @@ def ernie_vllm_tensor_patterns(vision: bool) -> list[str]:
     if vision:
         out.append(r"model\.(?:vision_model|resampler_model)\..+\.(?:weight|bias)")
     return out
-
-
-_EXPERT_WEIGHT = re.compile(r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight")
-
-
-def split_expert_tensors(tensors: dict) -> tuple[dict, dict]:
-    """(per-expert weights keyed (k, proj), everything else) of one layer's on-disk tensors."""
-    experts, rest = {}, {}
-    for name, t in tensors.items():
-        m = _EXPERT_WEIGHT.fullmatch(name)
-        if m:
-            experts[(int(m[1]), m[2])] = t
-        else:
-            rest[name] = t
-    return experts, rest
-
-
-def fuse_experts(experts: dict, ids) -> tuple:
-    """transformers' in-memory layout: gate_up_proj [E, 2I, H] = cat(gate, up), down_proj [E, H, I]."""
-    gate_up = torch.stack([torch.cat([experts[(k, "gate")], experts[(k, "up")]]) for k in ids])
-    return gate_up, torch.stack([experts[(k, "down")] for k in ids])
 
 
 def _as_pair(v, what: str) -> tuple[int, int]:

@@ -282,31 +282,44 @@ class LayerStream:
         layers = self.runner.decoder_layers(self.prefix)
         catcher = _Catcher()
         layers.append(catcher)
+        handles, extra = self.runner.watch_prefix(self.prefix)  # what the layer loop adds (DeepStack)
         try:
             self.prefix(**inputs, use_cache=False)
         except _Captured:
             pass
         finally:
             del layers[-1]
+            for h in handles:
+                h.remove()
         if catcher.hidden is None:
             raise RuntimeError("the model never reached its first decoder layer")
         kwargs = {k: v for k, v in catcher.kwargs.items() if k not in ("cache", "past_key_values")}
-        return catcher.hidden.float(), kwargs
+        return catcher.hidden.float(), {**kwargs, **extra}
 
     @torch.no_grad()
     def run(self, samples: list[dict], *, mode: str = "auto", min_tokens: int = 64,
             on_layer: Callable[[int, LayerCalibration], dict | None] | None = None,
-            collect: bool = True, progress: Callable[[int, int], None] | None = None) -> StreamResult:
+            collect: bool = True, progress: Callable[[int, int], None] | None = None,
+            start: tuple[int, dict] | None = None,
+            after_layer: Callable[[int, dict], None] | None = None) -> StreamResult:
         """Stream every layer. `on_layer(n, calib)` receives each layer's statistics; if it returns
         replacement weights (by on-disk name) the layer is rebuilt with them and its outputs
-        recomputed before moving on (sequential quantization)."""
+        recomputed before moving on (sequential quantization). `after_layer(n, snapshot)` gets what
+        continuing needs (the next layer's inputs, the kernels the prefix model chose): a checkpoint;
+        `start=(n, snapshot)` continues from layer n with it, without the prefix model."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
-        states = [self.embed(s) for s in samples]
-        self.release_prefix()
+        if start is None:
+            first, states = 0, [self.embed(s) for s in samples]
+            self.release_prefix()
+        else:
+            first, states = start[0], [(h, kw) for h, kw in start[1]["states"]]
+            self.use_kernels(start[1]["kernels"])
         self.mark(None, "embed")
-        for n in range(self.num_layers):
+        for n in range(first, self.num_layers):
             states = self.step(n, states, mode=mode, min_tokens=min_tokens, on_layer=on_layer, collect=collect)
+            if after_layer:
+                after_layer(n, {"states": states, "kernels": self.kernels()})
             if progress:
                 progress(n + 1, self.num_layers)
         return StreamResult([h for h, _ in states], self.num_layers)
@@ -342,6 +355,19 @@ class LayerStream:
         host_memory.trim()
         return [(o, kw) for o, (_, kw) in zip(outputs, states)]
 
+    _KERNEL_FIELDS = ("_attn_implementation", "_experts_implementation")
+
+    def kernels(self) -> dict:
+        """The attention / experts kernels layers are built with (set when the prefix model loads)."""
+        text = self.runner.text_config()
+        return {f: getattr(text, f, None) for f in self._KERNEL_FIELDS}
+
+    def use_kernels(self, kernels: dict) -> None:
+        text = self.runner.text_config()
+        for f, v in kernels.items():
+            if f in self._KERNEL_FIELDS and v is not None:
+                setattr(text, f, v)
+
     def new_calibration(self, n: int) -> LayerCalibration:
         return LayerCalibration(n)
 
@@ -352,7 +378,7 @@ class LayerStream:
     def _forward(self, layer, n, states, calib, mode):
         hooks = _LayerHooks(self.runner, self.adapter, n, layer, calib, mode) if calib else None
         try:
-            return [_layer_output(layer(h, **kw)).float() for h, kw in states], hooks
+            return [_layer_output(self.runner.run_layer(layer, n, h, kw)).float() for h, kw in states], hooks
         finally:
             if hooks:
                 hooks.close()

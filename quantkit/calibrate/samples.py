@@ -290,8 +290,7 @@ def encode_sample(processor, sample: Sample, *, max_tokens: int | None = None) -
     ``moe_mm_token_type_ids`` plus ``pixel_values``/``image_grid_thw`` (and the video fields) when the
     sample has pictures. A text model's tokenizer works as ``processor`` for text-only samples.
     """
-    add_prompt = sample.messages[-1]["role"] != "assistant"  # a sample may end on a question
-    text = processor.apply_chat_template(template_messages(sample), tokenize=False, add_generation_prompt=add_prompt)
+    text = render(processor, sample)
     media = _media_inputs(sample)
     try:
         batch = processor(text=[text], return_tensors="pt", **media)
@@ -304,6 +303,18 @@ def encode_sample(processor, sample: Sample, *, max_tokens: int | None = None) -
                             "shorten the sample (or smaller pictures) or raise the limit")
     _check_vision_tokens(sample, inputs)
     return inputs
+
+
+def render(processor, sample: Sample) -> str:
+    """The sample as the model reads it: through its chat template, or (a model without one) as plain
+    text, turns joined by blank lines; pictures need a template to place their tokens."""
+    if getattr(processor, "chat_template", None):
+        add_prompt = sample.messages[-1]["role"] != "assistant"  # a sample may end on a question
+        return processor.apply_chat_template(template_messages(sample), tokenize=False, add_generation_prompt=add_prompt)
+    if sample.has_media:
+        raise CalibrationError(f"{sample.where()}: the model has no chat template, and pictures need one to place "
+                               "their tokens; pass --chat-template FILE")
+    return "\n\n".join(item["text"] for m in sample.messages for item in m["content"])
 
 
 def template_messages(sample: Sample) -> list[dict]:

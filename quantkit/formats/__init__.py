@@ -4,7 +4,8 @@ A new format is a new package here implementing `quantkit.format.Format`, plus o
 Formats import the core; they never import each other (CI's layer contract).
 """
 from ..format import register
-from . import gguf, gptq
+from . import compressed_tensors, gguf, gptq
 
 register(gptq.FORMAT)
 register(gguf.FORMAT)
+register(compressed_tensors.FORMAT)

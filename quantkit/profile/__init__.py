@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from .. import loader
+from ..calibrate.processor import load_processor
 from ..checkpoint import Checkpoint
 from ..errors import UsageError, VariantCorrupt
 from ..format import format_of_variant
@@ -109,13 +110,12 @@ def reference_of(variant: str | Path) -> str | None:
 
 
 def profile(opts: ProfileOptions, log: Callable[[str], None] = lambda m: None) -> dict:
-    from transformers import AutoProcessor
 
 
     ref_dir, variant_dirs = _resolve_paths(opts)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    processor = AutoProcessor.from_pretrained(str(ref_dir))
+    processor = load_processor(str(ref_dir), vision=True)
     if opts.eval:
         items = task.read_jsonl(opts.eval)
         source = str(opts.eval)

@@ -23,7 +23,13 @@ Layouts:
 
 Every failure is a HubError of one line that names the repo (hub_errors.py): missing token,
 rejected token (401), no write access (403), a branch holding different content, a branch that
-moved meanwhile (412), a network failure, an error answer of the Hub.
+moved meanwhile (412), a network failure, no answer within the time limit, an error answer of the Hub.
+
+Every request has a time limit (hub_http.py: `timeout`, QUANTKIT_HUB_TIMEOUT, 60 s) and reads are
+retried on network failures and 5xx answers. The commit is never sent twice: when its answer is
+lost (network failure, timeout, 5xx), the branch is read again, and a branch that moved from the
+compared head to exactly the variant's files counts as pushed (parent_commit makes that the
+commit of this push).
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ from ..units import human_bytes
 from ..version import QUANTKIT_VERSION
 from .card import CARD, format_facts, index_entry, render_index_card
 from .hub_errors import Stage, hub_errors, offline_error
+from .hub_http import bounded_requests, hub_timeout, retryable, retrying
 from .naming import VariantName, expert_scheme, resolve_target, variant_name
 from .packaging import packaged_card
 
@@ -61,6 +68,7 @@ class PushOptions:
     update: bool = False  # replace a branch that holds other content (a new commit on top of it)
     token: str | None = None  # default: HF_TOKEN, then the saved login
     endpoint: str | None = None  # default: HF_ENDPOINT, then huggingface.co
+    timeout: float | None = None  # seconds a request may go without progress; default QUANTKIT_HUB_TIMEOUT or 60
 
 
 @dataclass
@@ -122,6 +130,7 @@ class PushResult:
     created_branch: bool = False
     deleted: list[str] = field(default_factory=list)
     index_commit: str | None = None
+    answer_lost: bool = False  # the commit's answer never came; the branch, read again, holds the variant
 
     def lines(self) -> list[str]:
         if self.dry_run:
@@ -132,7 +141,8 @@ class PushResult:
             out = [f"{where} already holds {p.name.full} byte for byte (commit {self.commit}); nothing pushed"]
         else:
             out = [f"pushed {p.name.full} to {where}: {len(p.files)} files, {human_bytes(p.total)}, one commit "
-                   f"{self.commit}" + (f", {len(self.deleted)} stale files removed" if self.deleted else ""),
+                   f"{self.commit}" + (f", {len(self.deleted)} stale files removed" if self.deleted else "")
+                   + (" (its answer was lost; the branch, read again, holds the variant)" if self.answer_lost else ""),
                    f"  {self.commit_url}"]
         if p.layout == "branch":
             index = f"updated, commit {self.index_commit}" if self.index_commit else "already up to date"
@@ -188,28 +198,42 @@ def push(opts: PushOptions, log: Callable[[str], None] = lambda m: None) -> Push
     token = _token(opts, plan.repo)
     if constants.is_offline_mode():
         raise offline_error(plan.repo)
+    timeout = hub_timeout(opts.timeout)
+    with bounded_requests(timeout):
+        return _push(plan, opts, token, timeout, log)
+
+
+def _branches(api, repo: str) -> dict[str, str]:
+    return retrying(lambda: {b.name: b.target_commit for b in api.list_repo_refs(repo).branches})
+
+
+def _tree(api, repo: str, commit: str) -> dict[str, RepoFile]:
+    return retrying(lambda: {f.path: f for f in api.list_repo_tree(repo, revision=commit, recursive=True)
+                             if isinstance(f, RepoFile)})
+
+
+def _push(plan: PushPlan, opts: PushOptions, token: str, timeout: float, log: Callable[[str], None]) -> PushResult:
     api = HfApi(endpoint=plan.endpoint, token=token, library_name="quantkit", library_version=QUANTKIT_VERSION)
-    stage = Stage(plan.variant, plan.repo, plan.revision, plan.endpoint)
+    stage = Stage(plan.variant, plan.repo, plan.revision, plan.endpoint, timeout)
     target = f"{plan.repo}@{plan.revision}"
     result = PushResult(plan)
     with hub_errors(stage):
         stage.now = f"creating the repo {plan.repo}"
         try:  # look first: create_repo(exist_ok) on a repo it may not create builds a default-endpoint
-            api.repo_info(plan.repo)  # URL that fails to parse under a custom HF_ENDPOINT (hub 2.4)
+            retrying(lambda: api.repo_info(plan.repo))  # URL that fails to parse under a custom HF_ENDPOINT (hub 2.4)
         except RepositoryNotFoundError:
             api.create_repo(plan.repo, private=True if plan.private else None, exist_ok=True)
             result.created_repo = True
         stage.now = f"listing the branches of {plan.repo}"
-        branches = {b.name: b.target_commit for b in api.list_repo_refs(plan.repo).branches}
+        branches = _branches(api, plan.repo)
         if plan.revision not in branches:
             stage.now = f"creating the branch {plan.revision} in {plan.repo}"
             api.create_branch(plan.repo, branch=plan.revision)
             result.created_branch = True
-            branches = {b.name: b.target_commit for b in api.list_repo_refs(plan.repo).branches}
+            branches = _branches(api, plan.repo)
         head = branches[plan.revision]
         stage.now = f"reading the branch {target}"
-        remote = {f.path: f for f in api.list_repo_tree(plan.repo, revision=head, recursive=True)
-                  if isinstance(f, RepoFile)}
+        remote = _tree(api, plan.repo, head)
         local = {f.path: f for f in plan.files}
         changed = [f for f in plan.files if not _same(f, remote.get(f.path))]
         extra = sorted(set(remote) - set(local) - _KEEP_REMOTE)
@@ -234,12 +258,16 @@ def push(opts: PushOptions, log: Callable[[str], None] = lambda m: None) -> Push
                 info = api.create_commit(plan.repo, ops, commit_message=verb + plan.message[3:],
                                          commit_description=plan.description, revision=plan.revision,
                                          parent_commit=head)
-            except BaseException:
-                if result.created_branch:
-                    _rollback_branch(api, plan)
-                raise
+                result.commit, result.commit_url = info.oid, info.commit_url
+            except BaseException as e:
+                landed = _landed(api, plan, head) if isinstance(e, Exception) and retryable(e) else None
+                if landed is None:
+                    if result.created_branch:
+                        _rollback_branch(api, plan)
+                    raise
+                result.commit, result.answer_lost = landed, True
+                result.commit_url = f"{plan.endpoint}/{plan.repo}/commit/{landed}"
             stage.committing = False
-            result.commit, result.commit_url = info.oid, info.commit_url
     if plan.layout == "branch":
         stage.now = f"updating the card listing the variants on main of {plan.repo}"
         try:
@@ -268,6 +296,23 @@ def _git_blob_sha1(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
+def _landed(api, plan: PushPlan, head: str) -> str | None:
+    """After a commit whose answer was lost: the branch's new head when it moved from `head` to a tree
+    that is exactly the variant's files (the commit had `parent_commit=head`, so that is this push's
+    commit), else None. Never raises: a failure to read says nothing landed for sure."""
+    try:
+        now = _branches(api, plan.repo).get(plan.revision)
+        if now is None or now == head:
+            return None
+        remote = _tree(api, plan.repo, now)
+    except Exception:  # noqa: BLE001 - the commit's own error is the one to report
+        return None
+    local = {f.path for f in plan.files}
+    if set(remote) - local - _KEEP_REMOTE or not all(_same(f, remote.get(f.path)) for f in plan.files):
+        return None
+    return now
+
+
 def _rollback_branch(api, plan: PushPlan) -> None:
     """Delete the branch this push created, so a failed push leaves the repo's branches as they were."""
     try:
@@ -285,10 +330,9 @@ def update_index(api, plan: PushPlan, log: Callable[[str], None] = lambda m: Non
                          repo=plan.repo)
     with tempfile.TemporaryDirectory(prefix="quantkit-index-") as cache:
         for attempt in range(3):
-            branches = {b.name: b.target_commit for b in api.list_repo_refs(plan.repo).branches}
+            branches = _branches(api, plan.repo)
             main = branches.get("main")
-            main_files = {f.path for f in api.list_repo_tree(plan.repo, revision=main, recursive=True)
-                          if isinstance(f, RepoFile)} if main else set()
+            main_files = set(_tree(api, plan.repo, main)) if main else set()
             if MANIFEST in main_files:
                 log(f"warning: {plan.repo}@main holds a variant itself; its card is left as it is")
                 return None
@@ -297,7 +341,8 @@ def update_index(api, plan: PushPlan, log: Callable[[str], None] = lambda m: Non
                 if name == "main":
                     continue
                 try:
-                    path = api.hf_hub_download(plan.repo, MANIFEST, revision=oid, cache_dir=cache)
+                    path = retrying(lambda oid=oid: api.hf_hub_download(plan.repo, MANIFEST, revision=oid,
+                                                                         cache_dir=cache))
                 except EntryNotFoundError:
                     continue
                 branch_manifest = json.loads(Path(path).read_text())
@@ -305,7 +350,8 @@ def update_index(api, plan: PushPlan, log: Callable[[str], None] = lambda m: Non
                     entries.append(index_entry(name, branch_manifest, oid))
             text = render_index_card(plan.repo, plan.card, entries, facts)
             if CARD in main_files:
-                current = Path(api.hf_hub_download(plan.repo, CARD, revision=main, cache_dir=cache)).read_text()
+                current = Path(retrying(lambda: api.hf_hub_download(plan.repo, CARD, revision=main,
+                                                                     cache_dir=cache))).read_text()
                 if current == text:
                     return None
             try:

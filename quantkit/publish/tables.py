@@ -114,8 +114,9 @@ def verdict_rows(verdicts) -> list[tuple[str, str, str]]:
         for name, v in verdicts["runtimes"].items():
             v = v if isinstance(v, dict) else {"servable": v}
             failed = [str(x).splitlines()[0] for x in v.get("failed", [])]
+            ok = "every check passed" + (f"; {v['serve']}" if v.get("serve") and v.get("servable") else "")
             rows.append((str(name), "servable" if v.get("servable") else "not servable",
-                         clip("; ".join(failed)) if failed else "every check passed"))
+                         clip("; ".join(failed)) if failed else clip(ok)))
         return [tuple(cell(x) for x in r) for r in rows]
     items = verdicts
     if isinstance(items, dict):

@@ -221,10 +221,11 @@ def _feedback_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, 
     )
 
 
-def _static_group_params(weight: torch.Tensor, group: int, bits: int, sym: bool):
+def _static_group_params(weight: torch.Tensor, group: int, bits: int, sym: bool, signed: bool = False):
     """Scale/zero of every group from the (dead-zeroed) weight before GPTQ: [B, n_groups, out] each."""
     n_mats, out_features, in_features = weight.shape
-    scale, zero = group_scale_zero(weight.reshape(n_mats, out_features, in_features // group, group), bits, sym)
+    scale, zero = group_scale_zero(weight.reshape(n_mats, out_features, in_features // group, group), bits, sym,
+                                   signed)
     return scale.transpose(1, 2).contiguous(), zero.transpose(1, 2).contiguous()
 
 
@@ -243,7 +244,7 @@ def _torch_threads(n: int | None):
 
 
 def _factor_and_solve(weight, hessian, damp, col_group, group, bits, sym, block_size, static_params,
-                      given_grid=False):
+                      given_grid=False, signed=False):
     """_feedback_factor + _solve on contiguous shares of the batch, one share per worker thread,
     every worker on one intra-op thread (see SOLVE_WORKERS). Returns codes, scales, zeros, damp used."""
     n_mats = weight.shape[0]
@@ -254,7 +255,7 @@ def _factor_and_solve(weight, hessian, damp, col_group, group, bits, sym, block_
         feedback, damp_used = _feedback_factor(hessian[a:b], damp)
         static = None if static_params is None else tuple(t[a:b] for t in static_params)
         codes, scales, zeros = _solve(weight[a:b], feedback, col_group[a:b], group, bits, sym, block_size, static,
-                                      given_grid)
+                                      given_grid, signed)
         return codes, scales, zeros, damp_used
 
     with _torch_threads(1):
@@ -266,7 +267,7 @@ def _factor_and_solve(weight, hessian, damp, col_group, group, bits, sym, block_
     return tuple(torch.cat([p[i] for p in parts]) for i in range(4))
 
 
-def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_params, given_grid=False):
+def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_params, given_grid=False, signed=False):
     """The GPTQ column sweep in error-feedback form on permuted weight [B, out, in] (read, not
     modified) and At from _feedback_factor. Returns codes [B, out, in] (uint8) in processing order and
     the per-group scales and zeros [B, n_groups, out]. With `given_grid`, static_params are
@@ -327,7 +328,7 @@ def _solve(weight, feedback, col_group, group, bits, sym, block_size, static_par
             col = i1 + i
             if static_params is None and col % group == 0:
                 scales[:, col // group], zeros[:, col // group] = group_scale_zero(
-                    group_source(col, i1, i2, w_orig, corr), bits, sym)
+                    group_source(col, i1, i2, w_orig, corr), bits, sym, signed)
             if shared_groups:
                 scale, zero = scales[:, groups_of[col]], zeros[:, groups_of[col]]
             else:
@@ -366,6 +367,7 @@ def gptq_quantize(
     block_size: int = 128,
     act_order: bool = False,
     static_groups: bool = False,
+    signed: bool = False,
 ) -> GPTQResult:
     """GPTQ of B matrices weight [B, out, in] with their Hessians [B, in, in], all at once.
 
@@ -379,7 +381,7 @@ def gptq_quantize(
 
     h, rtn_fallback = _replace_empty_hessians(h)
     w, h = _drop_dead_columns(w, h)
-    static_params = _static_group_params(w, group, bits, sym) if static_groups else None
+    static_params = _static_group_params(w, group, bits, sym, signed) if static_groups else None
     perm = _column_order(h, act_order)
     if act_order:
         w, h = _permute(w, h, perm)
@@ -388,7 +390,7 @@ def gptq_quantize(
     col_group = position // group
 
     codes, scales, zeros, damp_used = _factor_and_solve(w, h, damp, col_group, group, bits, sym, block_size,
-                                                        static_params)
+                                                        static_params, signed=signed)
 
     # Back to the original column order: processed column j is original column perm[:, j].
     if act_order:

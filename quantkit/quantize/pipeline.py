@@ -25,6 +25,8 @@ from ..checkpoint import Checkpoint
 from ..errors import CalibrationError
 from ..format import Add
 from ..plan import Plan, TensorPlan
+from ..progress import report
+from ..runstate import RunProgress
 from ..scheme import QuantScheme
 from . import gptq
 from .gptq import gptq_quantize
@@ -92,41 +94,71 @@ def emit_unlayered(ckpt: Checkpoint, plan: Plan, add: Add) -> None:
             add({e.name: t} if not e.quantized else backend.emit(e, backend.rtn_one(e.scheme, t.float())))
 
 
-def rtn_produce(ckpt: Checkpoint, plan: Plan, add: Add) -> dict:
-    """Round-to-nearest, one tensor in memory at a time."""
+def rtn_produce(ckpt: Checkpoint, plan: Plan, add: Add, progress: RunProgress | None = None) -> dict:
+    """Round-to-nearest, one tensor in memory at a time; a checkpoint after each layer's tensors
+    (`progress.step` = entries done)."""
     backend = backend_for(plan)
-    for e in plan.entries:
+    start = _resume(progress) or 0
+    entries = plan.entries
+    for i in range(start, len(entries)):
+        e = entries[i]
         t = ckpt.read(e.name)
         if not e.quantized:
             add({e.name: t})
         else:
             add(backend.emit(e, backend.rtn_one(e.scheme, t.float())))
+        if progress is not None and i + 1 < len(entries) and entries[i + 1].role.layer != e.role.layer:
+            progress.save(i + 1)
     return {}
 
 
 def gptq_from_calibration(ckpt: Checkpoint, plan: Plan, adapter: Adapter, layers: Callable[[int], LayerCalibration],
-                          add: Add, *, log: Callable[[str], None] = lambda m: None,
+                          add: Add, progress: RunProgress | None = None, *, log: Callable[[str], None] = lambda m: None,
                           observe: "BatchObserver | None" = None) -> dict:
-    """GPTQ from saved statistics (`layers(n)`: layer n's `LayerCalibration`); returns the record."""
-    q = LayerQuantizer(ckpt, plan, adapter, observe=observe)
-    emit_unlayered(ckpt, plan, add)
-    for n in range(adapter.shape.num_layers):
+    """GPTQ from saved statistics (`layers(n)`: layer n's `LayerCalibration`), a checkpoint after each
+    layer; returns the record."""
+    q = LayerQuantizer(ckpt, plan, adapter, observe=observe, log=log)
+    done = _resume(progress, q)
+    if done is None:
+        emit_unlayered(ckpt, plan, add)
+    for n in range(0 if done is None else done + 1, adapter.shape.num_layers):
         q(n, layers(n), add)
-        log(f"quantize: layer {n + 1}/{adapter.shape.num_layers}")
+        if progress is not None:
+            progress.save(n, q.state())
+        report(log, "quantize", n + 1, adapter.shape.num_layers)
     return q.record(log)
 
 
-def gptq_on_the_fly(ckpt: Checkpoint, plan: Plan, adapter: Adapter, stream, samples: list[dict], add: Add, *,
-                    mode: str = "auto", min_tokens: int = 64, sequential: bool = False,
-                    log: Callable[[str], None] = lambda m: None, observe: "BatchObserver | None" = None) -> dict:
+def gptq_on_the_fly(ckpt: Checkpoint, plan: Plan, adapter: Adapter, stream, samples: list[dict], add: Add,
+                    progress: RunProgress | None = None, *, mode: str = "auto", min_tokens: int = 64,
+                    sequential: bool = False, log: Callable[[str], None] = lambda m: None,
+                    observe: "BatchObserver | None" = None) -> dict:
     """GPTQ calibrated while streaming the model (`stream`: a calibrate.runner.LayerStream) over
-    `samples`; with `sequential`, each layer's statistics come from the already-quantized layers."""
-    q = LayerQuantizer(ckpt, plan, adapter, observe=observe)
-    emit_unlayered(ckpt, plan, add)
-    stream.run(samples, mode=mode, min_tokens=min_tokens,
+    `samples`; with `sequential`, each layer's statistics come from the already-quantized layers. A
+    checkpoint after each layer holds the hidden states entering the next one."""
+    q = LayerQuantizer(ckpt, plan, adapter, observe=observe, log=log)
+    done = _resume(progress, q)
+    start = None
+    if done is None:
+        emit_unlayered(ckpt, plan, add)
+    else:
+        start = (done + 1, progress.restored)
+    stream.run(samples, mode=mode, min_tokens=min_tokens, start=start,
                on_layer=lambda n, calib: q(n, calib, add, want_dequantized=sequential) or None,
-               progress=lambda done, total: log(f"quantize: layer {done}/{total}"))
+               after_layer=None if progress is None else lambda n, states: progress.save(n, q.state(), states),
+               progress=lambda done, total: report(log, "quantize", done, total))
     return q.record(log)
+
+
+def _resume(progress: RunProgress | None, q: "LayerQuantizer | None" = None) -> int | None:
+    """The step the run's last checkpoint recorded (None: start from the beginning), with the writer
+    and the quantizer's record put back as they were then; the saved tensors on `progress.restored`."""
+    if progress is None or progress.step is None:
+        return None
+    progress.restored = progress.restore()
+    if q is not None:
+        q.load_state(progress.record())
+    return progress.step
 
 
 # `observe(batch, seconds, solver_seconds)` after each solved batch (the bench times kinds with it).
@@ -136,8 +168,9 @@ BatchObserver = Callable[[list[list[TensorPlan]], float, float], None]
 class LayerQuantizer:
     """Quantizes the planned tensors of one decoder layer from its statistics."""
 
-    def __init__(self, ckpt: Checkpoint, plan: Plan, adapter: Adapter, observe: BatchObserver | None = None):
-        self.ckpt, self.plan, self.adapter, self.observe = ckpt, plan, adapter, observe
+    def __init__(self, ckpt: Checkpoint, plan: Plan, adapter: Adapter, observe: BatchObserver | None = None,
+                 log: Callable[[str], None] = lambda m: None):
+        self.ckpt, self.plan, self.adapter, self.observe, self.log = ckpt, plan, adapter, observe, log
         self.by_layer: dict[int, list[TensorPlan]] = defaultdict(list)
         for e in plan.entries:
             if e.role.layer is not None:
@@ -154,13 +187,17 @@ class LayerQuantizer:
         for e in entries:
             if not e.quantized:
                 add({e.name: self.ckpt.read(e.name)})
-        for batch in solve_batches([e for e in entries if e.quantized], self.adapter.input_group):
+        batches = solve_batches([e for e in entries if e.quantized], self.adapter.input_group)
+        total, solved = sum(len(unit) for batch in batches for unit in batch), 0
+        for batch in batches:
             # read per batch: the layer's bf16 weights are never all in memory beside the statistics
             weights = self.ckpt.read_many([e.name for unit in batch for e in unit])
             t0, before = time.perf_counter(), self.solver["seconds"]
             results = self._solve(batch, weights, calib)
             if self.observe is not None:
                 self.observe(batch, time.perf_counter() - t0, self.solver["seconds"] - before)
+            solved += sum(len(unit) for unit in batch)
+            report(self.log, f"layer {n} tensors", solved, total, "tensor")
             del weights
             for unit, result in zip(batch, results):
                 row = 0
@@ -171,6 +208,14 @@ class LayerQuantizer:
                     if want_dequantized:
                         dequantized[e.name] = qw.dequantize()
         return dequantized
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of this quantizer (quantkit.runstate)."""
+        return {"fallbacks": self.fallbacks, "solver": dict(self.solver)}
+
+    def load_state(self, state: dict) -> None:
+        self.fallbacks = list(state.get("fallbacks", []))
+        self.solver.update(state.get("solver", {}))
 
     def record(self, log: Callable[[str], None] = lambda m: None) -> dict:
         """What the manifest records about the run: every RTN fallback with its reason, solver figures;

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..calibrate.processor import load_processor
+
 
 def synthetic_image(seed: int = 0, size: tuple[int, int] = (112, 84)) -> Image.Image:
     """A small picture with coloured shapes: real pixels for the vision tower to see."""
@@ -23,9 +25,8 @@ def synthetic_image(seed: int = 0, size: tuple[int, int] = (112, 84)) -> Image.I
 def vl_inputs(model_dir: str | Path, *, seed: int = 0, question: str = "What shapes and colours are in the picture?",
               image: Image.Image | None = None) -> dict[str, torch.Tensor]:
     """One user turn (image + question) through the chat template and the processor."""
-    from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(str(model_dir))
+    processor = load_processor(str(model_dir), vision=True)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     batch = processor(text=[text], images=[image or synthetic_image(seed)], return_tensors="pt")

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..adapters import adapter_for
+from ..calibrate.processor import load_processor
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, QuantkitError, UsageError, VariantCorrupt
 from ..manifest import MANIFEST, read_manifest, sha256_file
@@ -131,7 +132,6 @@ def export_vision_onnx(variant: str | Path, out: str | Path | None = None, *,
     measured errors), so it ships with the packaged variant; an `out` inside the variant is recorded
     the same way, one elsewhere is a standalone file."""
     import onnxruntime as ort
-    from transformers import AutoProcessor
 
 
     variant = Path(variant)
@@ -141,7 +141,7 @@ def export_vision_onnx(variant: str | Path, out: str | Path | None = None, *,
     wrapper = VisionOneImage(model.model.vision_tower, model.model.resampler_model).eval()
     merge = int(model.model.vision_tower.spatial_merge_size)
     try:
-        processor = AutoProcessor.from_pretrained(str(variant))
+        processor = load_processor(str(variant), vision=True)
     except Exception as e:  # noqa: BLE001 - any processor failure is one line for the user
         raise VariantCorrupt(f"{variant}: cannot load its image processor ({e.__class__.__name__}: {e})")
     inputs = [(f"{w}x{h}", *_image_inputs(processor, (w, h), seed)) for w, h in sizes]

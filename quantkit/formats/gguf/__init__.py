@@ -1,4 +1,5 @@
-"""The GGUF format: one llama.cpp file per variant (text ERNIE-4.5 MoE, arch `ernie4_5-moe`).
+"""The GGUF format: one llama.cpp file per variant (the family's adapter names the arch: `ernie4_5-moe`,
+`qwen3moe`, `qwen3vlmoe`), plus a vision projector file (mmproj) for vision-language families.
 
 One job per module:
 - `types.py`    scheme <-> GGML type and the exactness rules; block encoders/decoders; byte sizes
@@ -8,7 +9,9 @@ One job per module:
 - `variant.py`  the variant directory (.gguf + side files + quantkit.json), atomically
 - `reader.py`   a GGUF variant read back: blocks, dequantized weights by source name
 - `export.py`   `quantkit export-gguf`: an existing GPTQ variant whose schemes map exactly
-- `memory.py`   bytes by role from the file, llama.cpp RAM, the real ERNIE-4.5-21B-A3B table
+- `vocab_bpe.py` a byte-level BPE vocabulary (gpt2 kind: Qwen) as llama.cpp's converter writes it
+- `projector.py` the vision projector file (mmproj) beside a VL model's .gguf, written and read back
+- `memory.py`   bytes by role from the file(s), llama.cpp RAM, the real ERNIE-4.5-21B-A3B table
 - `verify.py`   `quantkit verify` for GGUF variants (file facts, llama.cpp, quantkit.load)
 - `card.py`     what the model card says about the file and llama.cpp
 """
@@ -33,7 +36,7 @@ from .writer import check_architecture
 
 class GGUFFormat(Format):
     name = FORMAT_NAME
-    description = "one llama.cpp file (text ERNIE-4.5 MoE)"
+    description = "one llama.cpp file (+ vision projector for VL families)"
     profile_suffix = "-gguf"
     rule_keys = frozenset({"gguf_type"})
     runtimes = ("llama.cpp", "transformers")
@@ -73,8 +76,9 @@ class GGUFFormat(Format):
     def backend(self) -> GGUFBackend:
         return GGUFBackend()
 
-    def write_variant(self, ckpt, plan, produce, out, *, overwrite=False, max_shard_bytes=0, extra=None) -> Path:
-        return write_gguf_variant(ckpt, plan, produce, out, overwrite=overwrite, extra=extra)
+    def write_variant(self, ckpt, plan, produce, out, *, overwrite=False, max_shard_bytes=0, extra=None,
+                      resume=False, run=None) -> Path:
+        return write_gguf_variant(ckpt, plan, produce, out, overwrite=overwrite, extra=extra, resume=resume, run=run)
 
     def dequantized_state_dict(self, variant: Path) -> dict:
         return dequantized_state_dict(variant)

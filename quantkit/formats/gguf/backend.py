@@ -24,7 +24,9 @@ class GGUFBackend(Backend):
         t = type_for_scheme(scheme, "scheme")
         if t.fixed_grid:
             return rtn_on_grid(W, t.name)
-        qws = quantize_rtn_experts(W, scheme.bits, scheme.group_size, scheme.sym)
+        # A GGUF block's d is a signed fp16: the largest-magnitude weight lands on the extreme code
+        # (llama.cpp's own Q4_0 rule), one step finer than a positive-only scale.
+        qws = quantize_rtn_experts(W, scheme.bits, scheme.group_size, scheme.sym, signed=scheme.sym)
         return [from_quantized(qw, t.name, f"matrix {i}") for i, qw in enumerate(qws)]
 
     def rtn_one(self, scheme: QuantScheme, w: torch.Tensor) -> BlockWeight:
@@ -35,7 +37,7 @@ class GGUFBackend(Backend):
         if t.fixed_grid:
             return gptq_on_grid(W, H, t.name, act_order=scheme.desc_act)
         res = gptq_quantize(W, H, bits=scheme.bits, group_size=scheme.group_size, sym=scheme.sym,
-                            act_order=scheme.desc_act, static_groups=scheme.desc_act)
+                            act_order=scheme.desc_act, static_groups=scheme.desc_act, signed=scheme.sym)
         return [from_quantized(qw, t.name, f"matrix {i}") for i, qw in enumerate(res.split())], res.fallback_experts
 
     def emit(self, entry, result: BlockWeight) -> dict:

@@ -36,10 +36,18 @@ def _runtime_lines(g: dict, info: CardInput) -> list[str]:
     fname = g.get("file", "MODEL.gguf")
     where = info.repo or "ORG/NAME"
     rev = f" --revision {info.revision}" if info.revision and info.revision != "main" else ""
+    mmproj = (g.get("mmproj") or {}).get("file")
+    files, serve = fname, f"llama-server -m {fname}"
+    if mmproj:
+        files, serve = f"{fname} {mmproj}", f"{serve} --mmproj {mmproj}"
+    beside = ([f"The vision tower is in `{mmproj}` (llama.cpp's vision projector, "
+               f"`{(g.get('mmproj') or {}).get('projector_type')}`): images go through llama.cpp's mtmd.", ""]
+              if mmproj else [])
     return [f"**llama.cpp** (any CPU; architecture `{g.get('arch', 'ernie4_5-moe')}`) serves this file as it is:", "",
-            "```bash", f"hf download {where}{rev} {fname} --local-dir .", f"llama-server -m {fname}", "```", "",
+            "```bash", f"hf download {where}{rev} {files} --local-dir .", serve, "```", "", *beside,
             f"or `llama-cli -m {fname}`; the chat template, special tokens and end-of-turn token are in the file. "
             "Routers, router bias and norms are F32, as llama.cpp reads them.", "",
             "**transformers / quantkit** (evaluation on CPU): `quantkit.load(DIR)` decodes the .gguf's blocks to "
             "the weights llama.cpp computes with and returns the transformers model.", "",
-            "**vLLM** does not serve this file; use a GPTQ variant of the same model for vLLM (GPU).", ""]
+            "**vLLM** does not serve this file; use a GPTQ or compressed-tensors variant of the same model for vLLM "
+            "(GPU).", ""]

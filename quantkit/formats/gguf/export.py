@@ -78,7 +78,7 @@ def export_gguf(variant: str | Path, out: str | Path | None = None, *, overwrite
     out = Path(out) if out is not None else variant.with_name(variant.name + "-GGUF")
     quantized = {e.name: e for e in plan.entries if e.quantized}
 
-    def produce(add) -> None:
+    def produce(add, progress) -> None:
         for e in plan.entries:
             if e.name in quantized:
                 qw = codes.read(e.module)

@@ -52,29 +52,36 @@ def file_bytes(variant: str | Path) -> dict:
     variant = Path(variant)
     manifest = read_manifest(variant)
     path = gguf_file(variant)
-    reader = GGUFReader(path)
-    members: dict[str, list[tuple[str, dict]]] = {}
+    paths = [path]  # the model's .gguf, and a vision projector file beside it (mmproj) if there is one
+    mmproj = (manifest.get("gguf") or {}).get("mmproj")
+    if mmproj:
+        paths.append(variant / mmproj["file"])
+    members: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for name, rec in manifest["tensors"].items():
-        members.setdefault(rec["gguf_name"], []).append((name, rec))
+        members.setdefault((rec.get("gguf_file") or path.name, rec["gguf_name"]), []).append((name, rec))
     by_role: dict[str, dict] = {}
     by_type: dict[str, int] = {}
     tensor_total = 0
-    for t in reader.tensors:
-        nbytes = int(t.n_bytes)
-        tensor_total += nbytes
-        by_type[t.tensor_type.name] = by_type.get(t.tensor_type.name, 0) + nbytes
-        recs = members.get(t.name, [])
-        for name, rec in recs:
-            row = by_role.setdefault(rec["role"], {"tensors": 0, "params": 0, "bytes": 0, "types": set()})
-            row["tensors"] += 1
-            row["params"] += math.prod(rec.get("shape") or [])
-            row["bytes"] += nbytes // max(len(recs), 1)
-            row["types"].add(t.tensor_type.name)
-    size = os.path.getsize(path)
+    for p in paths:
+        for t in GGUFReader(p).tensors:
+            nbytes = int(t.n_bytes)
+            tensor_total += nbytes
+            by_type[t.tensor_type.name] = by_type.get(t.tensor_type.name, 0) + nbytes
+            # a source stored in parts (projector: `name`, `name.1`) is counted once, with all its bytes
+            recs = members.get((p.name, t.name)) or members.get((p.name, t.name.rsplit(".", 1)[0]), [])
+            first = (p.name, t.name) in members
+            for name, rec in recs:
+                row = by_role.setdefault(rec["role"], {"tensors": 0, "params": 0, "bytes": 0, "types": set()})
+                row["tensors"] += int(first)
+                row["params"] += math.prod(rec.get("shape") or []) if first else 0
+                row["bytes"] += nbytes // max(len(recs), 1)
+                row["types"].add(t.tensor_type.name)
+    sizes = {p.name: os.path.getsize(p) for p in paths}
+    size = sum(sizes.values())
     for row in by_role.values():
         row["bits_per_param"] = round(8 * row["bytes"] / row["params"], 4) if row["params"] else None
         row["types"] = sorted(row["types"])
-    return {"files": {path.name: size}, "file_bytes": size, "header_bytes": size - tensor_total,
+    return {"files": sizes, "file_bytes": size, "header_bytes": size - tensor_total,
             "tensor_bytes": tensor_total, "params": sum(r["params"] for r in by_role.values()),
             "by_role": dict(sorted(by_role.items())), "by_type": dict(sorted(by_type.items()))}
 

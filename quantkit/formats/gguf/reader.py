@@ -12,6 +12,7 @@ from gguf import GGUFReader
 
 from ...errors import VariantCorrupt
 from ...manifest import read_manifest
+from .projector import read_projector
 from .types import QUANT_TYPES, BlockWeight, decode, float_from_array
 from .variant import gguf_file
 
@@ -46,10 +47,17 @@ def source_tensors(variant: str | Path, reader: GGUFReader | None = None) -> dic
     reader = reader or open_reader(variant)
     by_gguf = {t.name: t for t in reader.tensors}
     members: dict[str, list[str]] = {}
+    beside: dict[str, dict[str, tuple]] = {}  # projector file -> {source: shape}
     for name, rec in manifest["tensors"].items():
-        members.setdefault(rec["gguf_name"], []).append(name)
+        if rec.get("gguf_file"):
+            beside.setdefault(rec["gguf_file"], {})[name] = tuple(rec["shape"])
+        else:
+            members.setdefault(rec["gguf_name"], []).append(name)
     out: dict[str, BlockWeight | torch.Tensor] = {}
     adapter = None
+    for fname, shapes in beside.items():  # the vision tower, in the projector file (mmproj)
+        adapter = adapter or _adapter(variant)
+        out.update(read_projector(Path(variant) / fname, adapter, shapes))
     for gname, names in members.items():
         t = by_gguf.get(gname)
         if t is None:

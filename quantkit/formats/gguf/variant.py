@@ -10,15 +10,18 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Callable
 
 from ...adapters import adapter_for
-from ...checkpoint import Checkpoint, atomic_output_dir
+from ...checkpoint import Checkpoint
 from ...errors import QuantkitError, VariantCorrupt
 from ...manifest import read_manifest, write_manifest
+from ...format import Produce
+from ...outdir import output_dir
 from ...plan import Plan
+from ...runstate import RunProgress
 from ...variant_dir import copy_side_files, manifest_record
-from .writer import GGUFFile, _pad, check_architecture, check_tokenizer, expert_type, gguf_layout
+from .projector import ProjectorFile, image_stats
+from .writer import GGUFFile, _pad, check_architecture, check_tokenizer, expert_type, gguf_layout, projector_sources
 
 FORMAT_NAME = "gguf"
 
@@ -35,7 +38,9 @@ def base_name(source: str) -> str:
 def check_source(ckpt: Checkpoint, adapter) -> None:
     """Everything that refuses a GGUF before any work: architecture and tokenizer."""
     check_architecture(adapter, ckpt)
-    check_tokenizer(ckpt.path)
+    check_tokenizer(ckpt.path, adapter.gguf_vocab)
+    if adapter.gguf_projector() is not None:
+        image_stats(ckpt.path)  # the projector file records the processor's normalisation
 
 
 def gguf_file(variant: str | Path) -> Path:
@@ -50,6 +55,33 @@ def gguf_file(variant: str | Path) -> Path:
     return variant / name
 
 
+def projector_file(directory: Path, ckpt: Checkpoint, adapter, plan: Plan, name: str) -> ProjectorFile | None:
+    """The family's vision projector file (llama.cpp's mmproj-*.gguf) for this plan, or None."""
+    if adapter.gguf_projector() is None:
+        return None
+    types = [e.storage for e in plan.entries if e.name in projector_sources(adapter) and len(e.shape) > 1]
+    kind = max(set(types), key=types.count) if types else "F32"
+    return ProjectorFile(directory / f"mmproj-{name}-{kind}.gguf", ckpt.path, adapter, plan, name)
+
+
+def _router(f: GGUFFile, proj: ProjectorFile | None):
+    """The producer's `add`: vision tensors to the projector file, the rest to the model's .gguf."""
+    if proj is None:
+        return f.add
+    beside = proj.sources
+
+    def add(group: dict) -> None:
+        rest = {}
+        for source, value in group.items():
+            if source in beside:
+                proj.add(source, value)
+            else:
+                rest[source] = value
+        if rest:
+            f.add(rest)
+    return add
+
+
 def is_gguf_variant(variant: str | Path) -> bool:
     p = Path(variant) / "quantkit.json"
     try:
@@ -61,18 +93,21 @@ def is_gguf_variant(variant: str | Path) -> bool:
 def write_gguf_variant(
     ckpt: Checkpoint,
     plan: Plan,
-    produce: Callable[[Callable[[dict], None]], None],
+    produce: Produce,
     out: Path,
     *,
     overwrite: bool = False,
     extra: dict | None = None,
     source_record: dict | None = None,
     name: str | None = None,
+    resume: bool = False,
+    run: dict | None = None,
     **_ignored,
 ) -> Path:
-    """`produce(add)` calls `add` with {source tensor name: tensor or BlockWeight}, in any grouping.
-    `source_record` / `name` override the manifest's source and the file's base name (export-gguf,
-    whose checkpoint is a GPTQ variant of that source)."""
+    """`produce(add, progress)` calls `add` with {source tensor name: tensor or BlockWeight}, in any
+    grouping. `source_record` / `name` override the manifest's source and the file's base name
+    (export-gguf, whose checkpoint is a GPTQ variant of that source). The .gguf is written in one
+    pass (header first), so a GGUF run keeps no checkpoints: `resume` starts it over."""
     out = Path(out)
     config = {k: v for k, v in ckpt.config.items() if k != "quantization_config"}
     adapter = adapter_for(config)
@@ -81,16 +116,18 @@ def write_gguf_variant(
     name = base_name(name or ckpt.source)
     fname = f"{name}-{expert_type(plan)}.gguf"
     started = time.time()
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with output_dir(out, overwrite=overwrite, resume=resume, run=run) as rundir:
+        tmp = rundir.result
         f = GGUFFile(tmp / fname, ckpt.path, config, adapter, plan, name)
+        proj = projector_file(tmp, ckpt, adapter, plan, name)  # the vision tower, beside the model (mmproj)
         try:
-            produced = produce(f.add) or {}
+            produced = produce(_router(f, proj), RunProgress(None)) or {}
         except BaseException:
             f.abort()
             raise
         size = f.close()
         predicted = _pad(f.header_bytes) + sum(_pad(t.nbytes) for t in layout)
-        data = sum(t.nbytes for t in layout)
+        data = sum(t.nbytes for t in layout) + (proj.tensor_bytes if proj else 0)
         if size != predicted or data != plan.predicted_bytes:
             raise QuantkitError(f"internal: wrote a {size}-byte GGUF ({data} tensor bytes), the plan predicted {predicted} "
                                 f"({plan.predicted_bytes}); please report this")
@@ -104,9 +141,18 @@ def write_gguf_variant(
                             "expert_type": expert_type(plan),
                             "serve": f"llama-server -m {fname}"}
         by_source = {m: t.name for t in layout for m in t.members}
+        if proj is not None:
+            proj_size = proj.close()
+            manifest["gguf"]["mmproj"] = {"file": proj.path.name, "file_bytes": proj_size, "tensors": len(proj.layout),
+                                          "projector_type": proj.spec.projector_type}
+            manifest["gguf"]["serve"] += f" --mmproj {proj.path.name}"
+            for t in proj.layout:
+                by_source.setdefault(t.members[0], t.name)  # a split source: its first part names it
         for e in plan.entries:
             manifest["tensors"][e.name]["gguf_type"] = e.storage
             manifest["tensors"][e.name]["gguf_name"] = by_source[e.name]
             manifest["tensors"][e.name]["shape"] = list(e.shape)
+            if proj is not None and e.name in proj.sources:
+                manifest["tensors"][e.name]["gguf_file"] = proj.path.name
         write_manifest(tmp, manifest)
     return out

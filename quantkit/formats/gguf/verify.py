@@ -30,12 +30,10 @@ from ...verdicts import Check, RuntimeVerdict, VerifyReport, failed, from_offend
 from .reader import source_tensors
 from .types import BlockWeight
 from .variant import gguf_file
+from .writer import hparam_keys
 
 RUNTIMES = ("llama.cpp", "transformers")
-_REQUIRED_KEYS = ("block_count", "embedding_length", "attention.head_count", "attention.head_count_kv",
-                  "expert_count", "expert_used_count", "expert_feed_forward_length", "leading_dense_block_count",
-                  "interleave_moe_layer_step", "attention.layer_norm_rms_epsilon")
-_SRC = "llama.cpp src/models/ernie4-5.cpp (load_arch_hparams / load_arch_tensors)"
+_SRC = "llama.cpp src/models/<arch>.cpp (load_arch_hparams / load_arch_tensors)"
 
 
 def check_checksums(variant: Path) -> Check:
@@ -44,17 +42,23 @@ def check_checksums(variant: Path) -> Check:
                           "files must match the sha256 and size in quantkit.json")
 
 
-def _expected_arch(variant: Path, manifest: dict) -> str | None:
-    """The llama.cpp architecture of the variant's model family (its config.json's adapter), else the
-    one quantkit.json records."""
+def _adapter(variant: Path):
+    """The variant's family adapter (its config.json), or None when it cannot be read."""
     import json
 
     from ...adapters import adapter_for
 
     try:
-        return adapter_for(json.loads((variant / "config.json").read_text())).gguf_arch
+        return adapter_for(json.loads((variant / "config.json").read_text()))
     except (OSError, ValueError, QuantkitError):
-        return (manifest.get("gguf") or {}).get("arch")
+        return None
+
+
+def _expected_arch(variant: Path, manifest: dict) -> str | None:
+    """The llama.cpp architecture of the variant's model family (its config.json's adapter), else the
+    one quantkit.json records."""
+    adapter = _adapter(variant)
+    return adapter.gguf_arch if adapter is not None else (manifest.get("gguf") or {}).get("arch")
 
 
 def check_file(variant: Path, manifest: dict):
@@ -72,16 +76,18 @@ def check_file(variant: Path, manifest: dict):
     expected = _expected_arch(variant, manifest)
     if arch != expected:
         bad.append(f"general.architecture is {arch!r}, not {expected!r}")
-    for key in _REQUIRED_KEYS:
-        if f"{arch}.{key}" not in fields:
-            bad.append(f"{arch}.{key} missing")
+    adapter = _adapter(variant)
+    for key in hparam_keys(adapter) if adapter is not None and arch == expected else []:
+        if key not in fields:
+            bad.append(f"{key} missing")  # the family's hyper-parameters (Adapter.gguf_hparams)
     tensors = manifest.get("tensors") or {}
     if any(rec.get("role") == "shared_expert" for rec in tensors.values()) and \
             f"{arch}.expert_shared_feed_forward_length" not in fields:
         bad.append(f"{arch}.expert_shared_feed_forward_length missing: llama.cpp would leave the shared experts unused")
     planned = {}
     for name, rec in tensors.items():
-        planned.setdefault(rec.get("gguf_name"), set()).add(rec.get("gguf_type"))
+        if not rec.get("gguf_file"):  # the vision tower lives in the projector file (check_projector)
+            planned.setdefault(rec.get("gguf_name"), set()).add(rec.get("gguf_type"))
     in_file = {t.name: t.tensor_type.name for t in reader.tensors}
     for gname, types in sorted(planned.items()):
         if gname not in in_file:
@@ -106,6 +112,9 @@ def check_values(variant: Path, manifest: dict, reader, source: str | Path | Non
         ckpt = Checkpoint.open(src) if src and Path(str(src)).is_dir() else None
     except CheckpointError:
         ckpt = None
+    adapter = _adapter(variant)
+    if ckpt is not None and adapter is not None:
+        ckpt = adapter.checkpoint_view(ckpt)  # the names the plan used
     if ckpt is None:
         return [finite, skipped("integrity.kept_identical", f"source {src} is not a local directory; pass --source",
                                 optional=True)]
@@ -120,9 +129,8 @@ def check_values(variant: Path, manifest: dict, reader, source: str | Path | Non
 
 
 def _probe_tokens(variant: Path, n: int = 8) -> list[int]:
-    import json
-
-    vocab = int(json.loads((variant / "config.json").read_text())["vocab_size"])
+    adapter = _adapter(variant)
+    vocab = adapter.shape.vocab_size if adapter is not None else 1000
     return [int(x) for x in np.linspace(3, min(vocab, 1000) - 1, n)]
 
 
@@ -146,11 +154,40 @@ def check_llama_cpp(variant: Path) -> Check:
     return passed("llama.cpp.load", src, f"loaded; {len(ids)} tokens evaluated")
 
 
+def check_projector(variant: Path, manifest: dict) -> Check | None:
+    """The vision projector file (mmproj), when the variant has one: llama.cpp's mtmd loads it against
+    the model and reports vision support."""
+    rec = (manifest.get("gguf") or {}).get("mmproj")
+    if not rec:
+        return None
+    try:
+        import llama_cpp
+        import llama_cpp.mtmd_cpp as mtmd
+    except (ImportError, OSError):
+        return skipped("llama.cpp.mmproj", "llama-cpp-python with mtmd is not installed")
+    src = f"llama-cpp-python {llama_cpp.__version__} (mtmd)"
+    path = variant / rec["file"]
+    try:
+        llm = llama_cpp.Llama(model_path=str(gguf_file(variant)), n_ctx=32, n_threads=1, verbose=False)
+        params = mtmd.mtmd_context_params_default()
+        params.use_gpu, params.n_threads, params.print_timings = False, 1, False
+        ctx = mtmd.mtmd_init_from_file(str(path).encode(), llm.model, params)
+        ok = bool(ctx) and mtmd.mtmd_support_vision(ctx)
+        if ctx:
+            mtmd.mtmd_free(ctx)
+        llm.close()
+    except Exception as e:  # noqa: BLE001 - the engine's refusal is the finding
+        return failed("llama.cpp.mmproj", [str(e)], f"llama.cpp's mtmd does not load {path.name}: {e}", src)
+    if not ok:
+        return failed("llama.cpp.mmproj", [path.name], f"llama.cpp's mtmd does not load {path.name} as a vision projector", src)
+    return passed("llama.cpp.mmproj", src, f"{path.name} loaded as a {rec.get('projector_type')} vision projector")
+
+
 def check_transformers(variant: Path, load: bool) -> Check:
     if not load:
         return skipped("transformers.load", "--no-load")
     try:
-        model = load_model(variant)
+        model = load_model(variant, verify=False)  # integrity.checksums already hashed every file
         with torch.no_grad():
             logits = model(torch.tensor([_probe_tokens(variant)])).logits
     except Exception as e:  # noqa: BLE001
@@ -172,6 +209,9 @@ def verify_gguf(variant: str | Path, runtimes=RUNTIMES, source: str | Path | Non
     for name in runtimes:
         if name == "llama.cpp":
             checks = [check_llama_cpp(variant)]
+            projector = check_projector(variant, manifest)
+            if projector is not None:
+                checks.append(projector)
         elif name == "transformers":
             checks = [check_transformers(variant, load)]
         else:

@@ -1,5 +1,10 @@
-"""The .gguf file of a text ERNIE-4.5 MoE (llama.cpp arch `ernie4_5-moe`), written with the `gguf`
-package (llama.cpp's own Python library: GGUFWriter, constants, block sizes).
+"""The .gguf file of a MoE language model for llama.cpp, written with the `gguf` package (llama.cpp's own
+Python library: GGUFWriter, constants, block sizes). The family's adapter declares the architecture
+(`gguf_arch`), its hyper-parameters (`gguf_hparams`, what its converter in convert_hf_to_gguf.py writes),
+what llama.cpp's graph cannot run (`gguf_problems`), the names the tensor map knows
+(`gguf_tensor_source`), the vocabulary kind (`gguf_vocab`: SentencePiece "llama" or byte-level BPE
+"gpt2", `vocab_bpe.py`) and a vision projector file beside the model (`gguf_projector`, `projector.py`).
+Below, the text ERNIE-4.5 MoE (arch `ernie4_5-moe`) as the worked example.
 
 What llama.cpp reads (src/models/ernie4-5.cpp `load_arch_hparams` / `load_arch_tensors`, and
 conversion/ernie.py `Ernie4_5MoeModel` of the llama.cpp tree), from the source's config.json:
@@ -17,8 +22,9 @@ conversion/ernie.py `Ernie4_5MoeModel` of the llama.cpp tree), from the source's
 - the vocabulary from `tokenizer.model` (SentencePiece: pieces, scores, types incl. byte tokens),
   the added tokens of tokenizer.json (control if special, else user-defined), padded with `[PADi]`
   to config.vocab_size; special ids, chat template (`gguf.SpecialVocab`); whether a BOS/EOS is added
-  (what the source's tokenizer.json does); `add_space_prefix` (tokenizer_config's `add_prefix_space`,
-  else the SentencePiece model's `add_dummy_prefix`); the end-of-turn id (generation_config's other
+  (what the source's tokenizer.json does); `add_space_prefix` (what the source's tokenizer.json does
+  to a plain word; without one, tokenizer_config's `add_prefix_space`, else the SentencePiece model's
+  `add_dummy_prefix`); the end-of-turn id (generation_config's other
   EOS id, `<|end_of_sentence|>` for ERNIE) as `eot_token_id`.
 
 The header, metadata and tensor table are written first (every size is known from the plan), then
@@ -40,6 +46,7 @@ import numpy as np
 from ...errors import CheckpointError, PlanRefused, QuantkitError
 from ...plan import Plan, TensorPlan
 from .types import QUANT_TYPES, BlockWeight, encode, float_array, tensor_nbytes
+from .vocab_bpe import add_bpe_vocab
 
 ALIGN = gguf.GGUF_DEFAULT_ALIGNMENT
 # llama.cpp's stacked routed-expert tensors, by projection
@@ -99,7 +106,10 @@ def model_arch(adapter, ckpt=None) -> gguf.MODEL_ARCH:
 def check_architecture(adapter, ckpt=None) -> None:
     """The source must be a layout llama.cpp's graph for its architecture runs."""
     name = gguf.MODEL_ARCH_NAMES[model_arch(adapter, ckpt)]
-    s, c = adapter.shape, adapter.config
+    s, c = adapter.shape, adapter.text_fields()
+    problems = adapter.gguf_problems()
+    if problems:
+        raise PlanRefused(f"config.json: {problems[0]}; a GGUF of this model would not run in llama.cpp")
     moe = list(s.moe_layers)
     if not moe or moe != list(range(moe[0], s.num_layers)):
         raise PlanRefused(f"config.json: MoE layers {moe[:3]}...{moe[-1:]} of {s.num_layers}; llama.cpp's {name} "
@@ -111,12 +121,19 @@ def check_architecture(adapter, ckpt=None) -> None:
                           "supports the default RoPE only")
 
 
+def projector_sources(adapter) -> set[str]:
+    """Source tensors the family's vision projector file holds instead of the model's .gguf."""
+    spec = adapter.gguf_projector()
+    return {t.source for t in spec.tensors} if spec is not None else set()
+
+
 def gguf_layout(plan: Plan, adapter) -> list[GGUFTensor]:
     """Every tensor of the file in file order: tensors outside the layers, then layer by layer,
     each layer's experts stacked at the place of their first member."""
     arch = model_arch(adapter)
     n_layers = adapter.shape.num_layers
     tmap = gguf.get_tensor_name_map(arch, n_layers)
+    beside = projector_sources(adapter)  # the vision tower goes to the projector file
 
     def stacked(e: TensorPlan) -> bool:  # a routed expert's weight matrix: one slice of its layer's stack
         return e.role.kind == "routed_expert" and len(e.shape) == 2
@@ -132,6 +149,8 @@ def gguf_layout(plan: Plan, adapter) -> list[GGUFTensor]:
         return (-1 if e.role.layer is None else e.role.layer, e.name)
 
     for e in sorted(plan.entries, key=key):
+        if e.name in beside:
+            continue
         if stacked(e):
             layer, proj = e.role.layer, e.role.proj
             if (layer, proj) in done_stacks:
@@ -153,7 +172,7 @@ def gguf_layout(plan: Plan, adapter) -> list[GGUFTensor]:
                 n *= d
             out.append(GGUFTensor(name, (n,), e.storage, [e.name]))
             continue
-        mapped = tmap.get_type_and_name(e.name, try_suffixes=(".weight", ".bias"))
+        mapped = tmap.get_type_and_name(adapter.gguf_tensor_source(e.name), try_suffixes=(".weight", ".bias"))
         if mapped is None:
             raise PlanRefused(f"tensor {e.name}: no llama.cpp {gguf.MODEL_ARCH_NAMES[arch]} tensor takes it")
         out.append(GGUFTensor(mapped[1], tuple(e.shape), e.storage, [e.name]))
@@ -172,7 +191,13 @@ def _json(path: Path) -> dict:
         raise CheckpointError(f"{path}: invalid JSON ({e})")
 
 
-def check_tokenizer(model_dir: Path) -> Path:
+def check_tokenizer(model_dir: Path, vocab: str = "llama") -> Path:
+    if vocab == "gpt2":
+        path = Path(model_dir) / "tokenizer.json"
+        if not path.is_file():
+            raise CheckpointError(f"{model_dir}: no tokenizer.json; a GGUF for llama.cpp carries the byte-level BPE "
+                                  "vocabulary and merges read from it")
+        return path
     path = Path(model_dir) / "tokenizer.model"
     if not path.is_file():
         raise CheckpointError(f"{model_dir}: no tokenizer.model; a GGUF for llama.cpp carries the SentencePiece "
@@ -226,6 +251,21 @@ def sentencepiece_vocab(model_dir: Path, vocab_size: int) -> tuple[list[bytes], 
     return tokens, scores, types, bool(proto.normalizer_spec.add_dummy_prefix)
 
 
+def _adds_space_prefix(model_dir: Path, tok_cfg: dict, dummy_prefix: bool) -> bool:
+    """Whether the source tokenizer puts "▁" before the first word: what its tokenizer.json does to a
+    plain word (the fast tokenizer transformers loads); without one, an explicit `add_prefix_space`,
+    else the SentencePiece model's `add_dummy_prefix`. (`add_prefix_space: null` means "the model's
+    default", not false: writing false there made llama.cpp tokenize most lines differently.)"""
+    path = model_dir / "tokenizer.json"
+    if path.is_file():
+        from tokenizers import Tokenizer
+
+        pieces = Tokenizer.from_file(str(path)).encode("a", add_special_tokens=False).tokens
+        return bool(pieces) and pieces[0].startswith("\u2581")
+    flag = tok_cfg.get("add_prefix_space")
+    return flag if isinstance(flag, bool) else dummy_prefix
+
+
 def _adds_special(model_dir: Path, bos: int | None, eos: int | None) -> tuple[bool, bool] | None:
     """Whether the source tokenizer puts a BOS before / an EOS after a plain text (tokenizer.json)."""
     path = model_dir / "tokenizer.json"
@@ -237,6 +277,22 @@ def _adds_special(model_dir: Path, bos: int | None, eos: int | None) -> tuple[bo
     return bool(ids) and ids[0] == bos, bool(ids) and ids[-1] == eos
 
 
+def add_hparams(w: gguf.GGUFWriter, hparams: dict) -> None:
+    """{`add_<key>` method of GGUFWriter: value}, in order (Adapter.gguf_hparams)."""
+    for key, value in hparams.items():
+        method = getattr(w, f"add_{key}", None)
+        if method is None:
+            raise QuantkitError(f"the installed gguf package has no GGUFWriter.add_{key}; upgrade gguf")
+        method(value)
+
+
+def hparam_keys(adapter) -> list[str]:
+    """The GGUF keys (`{arch}.expert_count`, ...) the family's hyper-parameters are written under."""
+    w = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[model_arch(adapter)])
+    add_hparams(w, adapter.gguf_hparams())
+    return [k for kv in w.kv_data for k in kv if not k.startswith("general.")]
+
+
 def add_metadata(w: gguf.GGUFWriter, model_dir: Path, config: dict, adapter, plan: Plan, name: str) -> None:
     s = adapter.shape
     w.add_type(gguf.GGUFType.MODEL)
@@ -244,30 +300,16 @@ def add_metadata(w: gguf.GGUFWriter, model_dir: Path, config: dict, adapter, pla
     w.add_quantized_by("quantkit")
     w.add_file_type(int(FILE_TYPES.get(expert_type(plan), gguf.LlamaFileType.GUESSED)))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    w.add_block_count(s.num_layers)
-    w.add_context_length(int(config.get("max_position_embeddings", 131072)))
-    w.add_embedding_length(s.hidden_size)
-    w.add_feed_forward_length(int(config["intermediate_size"]))
-    w.add_head_count(s.num_attention_heads)
-    w.add_head_count_kv(s.num_key_value_heads)
-    if config.get("head_dim"):
-        w.add_key_length(int(config["head_dim"]))
-        w.add_value_length(int(config["head_dim"]))
-    rope = config.get("rope_parameters") or {}
-    w.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
-    w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-5)))
-    w.add_expert_count(s.experts["text"])
-    w.add_expert_used_count(s.top_k)
-    w.add_interleave_moe_layer_step(int(config.get("moe_layer_interval", 1)))
-    w.add_leading_dense_block_count(s.moe_layers[0])
-    w.add_expert_feed_forward_length(s.expert_intermediate["text"])
-    w.add_expert_shared_count(s.shared_experts)
+    add_hparams(w, adapter.gguf_hparams())
     shared = [e for e in plan.entries if e.role.kind == "shared_expert" and e.role.proj == "gate"]
     if s.shared_experts:
         if not shared:
             raise CheckpointError("config.json declares shared experts, but the checkpoint has no shared_experts tensors")
         w.add_expert_shared_feed_forward_length(int(shared[0].shape[0]))
-    # vocabulary
+    if adapter.gguf_vocab == "gpt2":  # byte-level BPE (tokenizer.json), as the converter's _set_vocab_gpt2
+        add_bpe_vocab(w, model_dir, s.vocab_size, adapter.gguf_pre_tokenizer)
+        return
+    # vocabulary (SentencePiece)
     tokens, scores, types, dummy_prefix = sentencepiece_vocab(model_dir, s.vocab_size)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
@@ -291,7 +333,7 @@ def add_metadata(w: gguf.GGUFWriter, model_dir: Path, config: dict, adapter, pla
             w.add_add_bos_token(adds[0])
         if "add_eos" not in special.add_special_token:
             w.add_add_eos_token(adds[1])
-    w.add_add_space_prefix(bool(tok_cfg.get("add_prefix_space", dummy_prefix)))
+    w.add_add_space_prefix(_adds_space_prefix(model_dir, tok_cfg, dummy_prefix))
     gen_eos = _json(model_dir / "generation_config.json").get("eos_token_id")
     eos = special.special_token_ids.get("eos")
     if isinstance(gen_eos, list):
@@ -406,4 +448,4 @@ def predicted_file_bytes(model_dir: Path, config: dict, adapter, plan: Plan, nam
 
 
 __all__ = ["FILE_TYPES", "GGUFFile", "GGUFTensor", "check_architecture", "check_tokenizer",
-           "expert_type", "gguf_layout", "model_arch", "predicted_file_bytes"]
+           "expert_type", "gguf_layout", "hparam_keys", "model_arch", "predicted_file_bytes", "projector_sources"]

@@ -9,28 +9,30 @@ One job per module:
 - `reader.py`     a variant read back, dequantized, in the source's key names
 - `memory.py`     bytes by role from the shards' headers
 - `card.py`       what the model card says about the format and its runtimes
-- `integrity.py`, `contracts.py`, `onnx_check.py`   `quantkit verify` (files, vLLM / transformers
-                  rules, onnxruntime MatMulNBits cross-check)
+- `integrity.py`, `vllm_view.py`, `contracts.py`, `transformers_rules.py`, `onnx_check.py`
+                  `quantkit verify` (files; vLLM >= 0.34's rules; transformers through quantkit.load;
+                  onnxruntime MatMulNBits cross-check)
 """
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from ...errors import PlanRefused, VariantCorrupt
 from ...format import Format
 from ...plan import TensorPlan, check_fused_groups
 from ...scheme import QuantScheme
+from ...scheme import fit_group as fit_group_size
 from ...verdicts import RuntimeVerdict, VerifyReport, failed, skipped
 from .backend import GPTQBackend
 from .card import gptq_card
-from .contracts import check_transformers, check_vllm
+from .contracts import check_vllm
 from .integrity import VariantFiles, run_integrity
 from .memory import file_bytes
 from .onnx_check import cross_check
-from .packing import check_packable, packed_nbytes
+from .packing import GPTQ_BITS, check_packable, packed_nbytes
 from .reader import GPTQCodes, dequantized_state_dict
+from .transformers_rules import check_transformers
 from .variant import write_variant
 
 # Smallest group the fallback will pick before going per-channel: GPTQ kernels (Marlin, exllama)
@@ -39,16 +41,7 @@ MIN_GROUP = 32
 
 
 def fit_group(scheme: QuantScheme, in_features: int) -> tuple[QuantScheme, str | None]:
-    """Keep the group size if it divides the input width, else halve it down to 32, else per-channel."""
-    g = scheme.group_size
-    if g == -1 or in_features % g == 0:
-        return scheme, None
-    cand = g // 2
-    while cand >= MIN_GROUP and in_features % cand:
-        cand //= 2
-    new = cand if cand >= MIN_GROUP else -1
-    what = f"group {new}" if new != -1 else "per-channel"
-    return replace(scheme, group_size=new), f"group_size {g} does not divide in_features {in_features}: {what}"
+    return fit_group_size(scheme, in_features, MIN_GROUP)
 
 
 class GPTQFormat(Format):
@@ -60,6 +53,10 @@ class GPTQFormat(Format):
     def plan_tensor(self, info, role, scheme, adapter) -> TensorPlan:
         if scheme is None:
             return TensorPlan(info.name, role, info.shape, info.dtype, info.nbytes, None, info.nbytes)
+        if scheme.bits not in GPTQ_BITS:
+            raise PlanRefused(f"tensor {info.name}: {scheme.bits}-bit: the GPTQ format stores "
+                              f"{', '.join(map(str, GPTQ_BITS))} bits; use --format compressed-tensors (2 to 8 bits) "
+                              "or other bits")
         out_f, in_f = info.shape
         scheme, fallback = fit_group(scheme, in_f)
         try:
@@ -100,10 +97,11 @@ class GPTQFormat(Format):
         integrity, _ = run_integrity(v, source)
         report = VerifyReport(str(variant), integrity)
         for name in runtimes:
+            serve = ""
             if v.index_problems:
                 checks = [skipped(f"{name}.files", f"runtime rules need every tensor; {v.index_problems[0]}")]
             elif name == "vllm":
-                checks = check_vllm(v)
+                checks, serve = check_vllm(v)
             elif name == "transformers":
                 checks = check_transformers(v, load=load)
             elif name == "onnxruntime":
@@ -111,7 +109,7 @@ class GPTQFormat(Format):
             else:
                 checks = [failed(f"{name}.format", [f"{name} does not read the GPTQ format"],
                                  f"a GPTQ variant; {name} needs another format (see `quantkit quantize --format`)")]
-            report.runtimes[name] = RuntimeVerdict(name, checks, integrity_ok=report.integrity_ok)
+            report.runtimes[name] = RuntimeVerdict(name, checks, integrity_ok=report.integrity_ok, serve=serve)
         return report
 
     def card(self, manifest, info):

