@@ -1,14 +1,23 @@
 """What every format's variant directory holds besides its weights: the source's side files (config,
 tokenizer, processor, chat template, remote-code modules) and the common part of `quantkit.json`.
-A format writes its weights and config into the temporary output directory, then calls these.
+A format writes its weights and config into the run's output directory, then calls these; formats
+whose weights are safetensors shards (GPTQ, compressed-tensors) write the whole directory with
+`write_sharded_variant`, giving only their `quantization_config`.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from pathlib import Path
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, ShardWriter
+from .errors import QuantkitError
+from .format import Produce
+from .manifest import write_manifest
+from .outdir import output_dir
 from .plan import Plan
+from .runstate import RunProgress
 from .scheme import scheme_label
 from .version import QUANTKIT_VERSION
 
@@ -64,3 +73,38 @@ def remote_code_problems(config: dict, variant) -> list[str]:
             if not (variant / f"{module.replace('.', '/')}.py").is_file():
                 bad.append(f"auto_map.{key} -> {r}: {module}.py is not in the variant")
     return bad
+
+
+def write_sharded_variant(ckpt: Checkpoint, plan: Plan, produce: Produce, out: Path, quantization_config: dict, *,
+                          overwrite: bool = False, max_shard_bytes: int = 2 * 2**30, extra: dict | None = None,
+                          resume: bool = False, run: dict | None = None, source: dict | None = None) -> Path:
+    """A variant whose tensors go into bounded safetensors shards, with the source's config plus
+    `quantization_config`, the side files and the manifest, through quantkit.outdir (locked, atomic,
+    resumable). `produce(add, progress)` calls `add` with dicts of output tensors in any grouping;
+    they are flushed to shards as they come, and the producer checkpoints through `progress` (the
+    shard writer's state with its own), so `resume` continues a killed run and writes the same bytes.
+    What `produce` returns joins `extra` in the manifest; `source` replaces the manifest's source
+    record (a conversion names the variant's source, not the variant)."""
+    started = time.time()
+    with output_dir(Path(out), overwrite=overwrite, resume=resume, run=run) as rundir:
+        tmp = rundir.result
+        writer = ShardWriter(tmp, max_shard_bytes)
+
+        def add(group: dict) -> None:
+            for name, t in group.items():
+                writer.add(name, t)
+
+        produced = produce(add, RunProgress(rundir.state, writer.state, writer.restore)) or {}
+        writer.close()
+        if writer.total_bytes != plan.predicted_bytes:
+            raise QuantkitError(f"internal: wrote {writer.total_bytes} tensor bytes, plan predicted "
+                                f"{plan.predicted_bytes}; please report this")
+        copy_side_files(ckpt, tmp)
+        config = dict(ckpt.config)
+        config["quantization_config"] = quantization_config
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        record = manifest_record(ckpt, plan, time.time() - started, {**(extra or {}), **produced})
+        if source is not None:
+            record["source"] = source
+        write_manifest(tmp, record)
+    return Path(out)
