@@ -82,7 +82,7 @@ BENCH_ENV = OMP_NUM_THREADS=$(BENCH_THREADS) BENCH_THREADS=$(BENCH_THREADS) BENC
   BENCH_TOKENS=$(BENCH_TOKENS) BENCH_DENSE=$(BENCH_DENSE) BENCH_LOOP=$(BENCH_LOOP) BENCH_VIT=$(BENCH_VIT) \
   BENCH_KEEP=$(BENCH_KEEP) BENCH_CACHE=$(BENCH_CACHE)
 
-.PHONY: bench bench-smoke bench-clean
+.PHONY: bench bench-smoke bench-clean bench-checkpoint
 bench: $(BUILD)/.installed
 	@date +%s > $(BUILD)/.bench-started
 	@if [ "$(BENCH_ACCURACY)" = 1 ]; then $(MAKE) --no-print-directory profile; fi
@@ -97,6 +97,10 @@ bench-smoke: $(BUILD)/.installed
 
 bench-clean:
 	rm -rf $(BENCH_CACHE)
+
+# The per-layer checkpoint `--resume` takes, at the real 28B shapes (issue 17; about 10 s).
+bench-checkpoint: $(BUILD)/.installed
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) -m bench.checkpoint_cost
 
 # The memory / accuracy tradeoff (issue 4) on the trained reference model (quantkit/reference/trained,
 # shipped; retrained by scripts/train_reference.py only if absent): calibrate once on the task's
