@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 from .adapters import Adapter, adapter_for
+from .allocate import allocate, weight_budget
 from .calibrate.encode import encode_samples
 from .calibrate.runner import LayerStream
 from .calibrate.store import FORMAT_VERSION, META, CalibrationDir, coverage_report, format_coverage, model_fingerprint, save_layer
 from .checkpoint import Checkpoint
-from .errors import CheckpointError, OutputError, UsageError
+from .errors import CheckpointError, OutputError, PlanRefused, UsageError
 from .format import get_format
 from .outdir import output_dir
 from .plan import Plan, build_plan
@@ -86,14 +87,36 @@ class QuantizeOptions:
     format: str | None = None  # a registered format (quantkit.format); None = the profile's format
     resume: bool = False  # continue an interrupted run on the same --out (same options and source)
     chat_template: Path | None = None  # a Jinja chat template file, for a model without one
+    target_size: str | int | None = None  # weight bytes: bits per unit chosen from --calib (quantkit.allocate)
+    vram: str | int | None = None  # card memory: weights + KV cache at `context` + allowance (quantkit.serving)
+    context: int = 32768  # tokens served, for `vram`
+    runtime: str | None = None  # the runtime whose units the allocation keeps (default: the format's first)
 
 
-def make_plan(opts: QuantizeOptions) -> tuple[Checkpoint, Adapter, Plan]:
+def make_plan(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None) -> tuple[Checkpoint, Adapter, Plan]:
     ckpt, adapter = open_model(opts.model, opts.revision)
     prof = resolve_profile(adapter, bits=opts.bits, profile=opts.profile, group_size=opts.group_size,
                            method=opts.method, fmt=opts.format)
     get_format(prof.format).check_source(ckpt, adapter)
-    return ckpt, adapter, build_plan(ckpt, adapter, prof, force=opts.force)
+    if opts.target_size is None and opts.vram is None:
+        if opts.runtime is not None:
+            raise UsageError("--runtime picks the allocation units of --target-size / --vram; give one of them")
+        return ckpt, adapter, build_plan(ckpt, adapter, prof, force=opts.force)
+    if opts.calib is None:
+        raise UsageError("--target-size / --vram choose bits from a saved calibration: give --calib DIR "
+                         "(`quantkit calibrate` output)")
+    budget, vram = weight_budget(ckpt.config, ckpt.path, target_size=opts.target_size, vram=opts.vram,
+                                 context=opts.context)
+    store = CalibrationDir(opts.calib)
+    store.check_matches(ckpt)
+    alloc = allocate(ckpt, adapter, prof, store, budget=budget, runtime=opts.runtime, vram=vram, log=log)
+    # per-expert units mix widths inside vLLM's fused groups: written for transformers, as asked
+    plan = build_plan(ckpt, adapter, alloc.profile(prof), force=opts.force or alloc.runtime == "transformers")
+    if plan.predicted_bytes != alloc.predicted_bytes:
+        raise PlanRefused(f"allocation predicted {alloc.predicted_bytes} bytes but the plan {plan.predicted_bytes}; "
+                          "a bug: please report it")
+    plan.allocation = alloc
+    return ckpt, adapter, plan
 
 
 def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None) -> Path:
@@ -103,7 +126,7 @@ def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None)
     max_shard_bytes = parse_size(opts.max_shard_size)
     if max_shard_bytes <= 0:
         raise UsageError(f"--max-shard-size {opts.max_shard_size}: must be a positive size such as 2GB")
-    ckpt, adapter, plan = make_plan(opts)
+    ckpt, adapter, plan = make_plan(opts, log)
     out = Path(opts.out).resolve()
     if out == ckpt.path.resolve() or ckpt.path.resolve() in out.parents:
         raise OutputError(f"--out {opts.out}: inside the source checkpoint; the source is never modified")
@@ -112,6 +135,8 @@ def quantize(opts: QuantizeOptions, log: Callable[[str], None] = lambda m: None)
                          "cannot use a saved --calib; drop one of the two")
     methods = sorted({e.scheme.method for e in plan.quantized()})
     extra: dict = {"method": methods}
+    if plan.allocation is not None:
+        extra["allocation"] = plan.allocation.to_dict()
     if "gptq" not in methods:
         produce = partial(rtn_produce, ckpt, plan)
     elif opts.calib is not None:

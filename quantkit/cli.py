@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from . import api, publish
+from .allocate import RUNTIMES
 from .api import CalibrateOptions, QuantizeOptions, convert, make_plan, open_model
 from .errors import OutputError, QuantkitError, UsageError, VariantCorrupt
 from .format import all_runtimes, format_names, formats
@@ -117,14 +118,36 @@ def _quantize_options(fn):
     return _with(opts)(fn)
 
 
+_allocation_options = [
+    click.option("--target-size", default=None,
+                 help="Weight bytes (e.g. 12GB): bits per unit chosen from --calib's statistics, exact under the budget."),
+    click.option("--vram", default=None,
+                 help="Card memory (e.g. 24GiB): --target-size = it minus the serving estimate's KV cache at "
+                      "--context, activations and runtime allowance."),
+    click.option("--context", type=int, default=32768, show_default=True, help="Context tokens for --vram."),
+    click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
+                 help="The allocation's units: vllm (one scheme per FusedMoE layer and modality), llama.cpp (one "
+                      "type per stacked tensor), transformers (per expert). Default: the format's first runtime."),
+]
+
+
 @main.command()
 @_quantize_options
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="A calibration directory (needed by --target-size / --vram).")
+@_with(_allocation_options)
+@click.option("--format", "fmt", type=click.Choice(format_names()), default=None, help="Output format.")
 @_handled
-def plan(model, bits, profile, group_size, method, revision, force):
+def plan(model, bits, profile, group_size, method, revision, force, calib, target_size, vram, context, runtime, fmt):
     """Show what `quantize` would do: scheme and bytes per role, fallbacks. Writes nothing."""
 
     _, _, p = make_plan(QuantizeOptions(model=model, out=Path("."), bits=bits, profile=profile,
-                                        group_size=group_size, method=method, revision=revision, force=force))
+                                        group_size=group_size, method=method, revision=revision, force=force,
+                                        calib=calib, target_size=target_size, vram=vram, context=context,
+                                        runtime=runtime, format=fmt), log=_log)
+    if p.allocation is not None:
+        for line in p.allocation.lines():
+            click.echo(line)
     _print_plan(p)
 
 
@@ -167,6 +190,7 @@ _calibration_options = [
               help="A calibration directory from `quantkit calibrate` (else GPTQ calibrates on the fly).")
 @click.option("--sequential", is_flag=True,
               help="On-the-fly GPTQ where each layer is calibrated on the quantized layers before it.")
+@_with(_allocation_options)
 @_with(_calibration_options)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only once the new variant is complete).")
 @click.option("--max-shard-size", default="2GB", show_default=True, help="Largest safetensors shard.")
@@ -174,14 +198,16 @@ _calibration_options = [
               help="Output format; " + "; ".join(f"{f.name}: {f.description}" for f in formats())
                    + ". Default: the profile's format (the default format for --bits).")
 @_handled
-def quantize(model, bits, profile, group_size, method, revision, force, out, calib, sequential, samples, mode,
-             min_tokens, max_tokens, chat_template, resume, overwrite, max_shard_size, fmt):
+def quantize(model, bits, profile, group_size, method, revision, force, out, calib, sequential, target_size, vram,
+             context, runtime, samples, mode, min_tokens, max_tokens, chat_template, resume, overwrite, max_shard_size,
+             fmt):
     """Quantize MODEL (directory or Hub id) into a GPTQ-format (or --format) variant at --out."""
     path = api.quantize(QuantizeOptions(model=model, out=out, bits=bits, profile=profile, group_size=group_size,
                                         method=method, revision=revision, overwrite=overwrite, force=force,
                                         max_shard_size=max_shard_size, calib=calib, samples=samples, mode=mode,
                                         min_tokens=min_tokens, max_tokens=max_tokens, sequential=sequential,
-                                        format=fmt, resume=resume, chat_template=chat_template), log=_log)
+                                        format=fmt, resume=resume, chat_template=chat_template,
+                                        target_size=target_size, vram=vram, context=context, runtime=runtime), log=_log)
     click.echo(f"variant written: {path}")
 
 

@@ -65,6 +65,14 @@ class Format:
     def check_plan(self, entries: list["TensorPlan"], force: bool, notes: list[str]) -> None:
         """Refuse what this format (or its runtimes) cannot hold across tensors."""
 
+    def candidate_schemes(self, base: "QuantScheme") -> tuple["QuantScheme", ...]:
+        """The widths `--target-size` may choose for a tensor the profile gives `base` (quantkit.allocate),
+        narrowest first: `base` at every bit width this format stores (group size, symmetry and method kept)."""
+        from dataclasses import replace
+
+        from .scheme import SUPPORTED_BITS
+        return tuple(replace(base, bits=b) for b in sorted(SUPPORTED_BITS))
+
     # -- quantizing and writing ----------------------------------------------------------------
     def backend(self):
         """The `quantize.pipeline.Backend` that solves and emits weights for this format."""

@@ -57,6 +57,7 @@ class Plan:
     entries: list[TensorPlan]
     notes: list[str] = field(default_factory=list)
     format: Format = field(default=None)  # the profile's format (set by build_plan)
+    allocation: object = None  # a quantkit.allocate.Allocation when --target-size / --vram chose the bits
 
     def __post_init__(self):
         if self.format is None:

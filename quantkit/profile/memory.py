@@ -29,9 +29,8 @@ hundred MB; tensor-parallel runs add communication buffers.
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from ..adapters import adapter_for, real_config
@@ -39,16 +38,8 @@ from ..checkpoint import ConfigCheckpoint
 from ..format import format_of_variant
 from ..plan import build_plan
 from ..profiles import resolve_profile
-
-GiB = 2**30
-GB = 10**9
-CHUNK_TOKENS = 8192  # tokens per scheduler step with chunked prefill (vLLM's default range: 2048-8192)
-RUNTIME_OVERHEAD_BYTES = 768 * 2**20  # CUDA context (~0.5 GiB on H100) + workspaces: an allowance
-KV_BYTES = 2  # bf16 / fp16 KV cache
-ACT_BYTES = 2  # bf16 activations
-# The real ERNIE-4.5-VL processor's largest image: 28 x 28 x 6177 pixels = 6177 x 4 patches of 14 x 14
-# (transformers' Ernie4_5_VLMoeImageProcessor defaults; see quantkit.reference.tiny).
-REAL_MAX_IMAGE_PATCHES = 6177 * 4
+from ..serving import (ACT_BYTES, CHUNK_TOKENS, GB, KV_BYTES, REAL_MAX_IMAGE_PATCHES,  # noqa: F401 (re-exported)
+                       RUNTIME_OVERHEAD_BYTES, GiB, ServingShape, max_image_patches, vram_estimate)
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                 "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
@@ -60,79 +51,6 @@ def file_bytes(model_dir: str | Path) -> dict:
     """Bytes of a model directory's weights, by role, from its files (the variant's format reads them;
     a source checkpoint reads as the default format's plain safetensors shards). See Format.file_bytes."""
     return format_of_variant(model_dir).file_bytes(Path(model_dir))
-
-
-# -- the model's serving shape ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ServingShape:
-    """What the VRAM estimate reads from a config (any ERNIE-4.5 flavour, through its adapter)."""
-
-    num_layers: int
-    hidden: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab: int
-    dense_intermediate: int
-    expert_intermediate: int  # the widest routed expert (text)
-    top_k: int
-    shared_intermediate: int  # all shared experts together
-    kv_bytes_per_token: int  # K and V of every layer for one token at KV_BYTES per value (the adapter's)
-    vision_hidden: int = 0
-    vision_intermediate: int = 0
-    max_image_patches: int = 0
-
-    @classmethod
-    def from_config(cls, config: dict, max_image_patches: int | None = None) -> "ServingShape":
-        adapter = adapter_for(config)
-        s = adapter.shape
-        native = adapter.native_config()
-        text = getattr(native, "text_config", native)
-        vision = getattr(native, "vision_config", None)
-        widest = max(s.expert_intermediate.values())
-        return cls(
-            num_layers=s.num_layers, hidden=s.hidden_size, num_heads=s.num_attention_heads,
-            num_kv_heads=s.num_key_value_heads, head_dim=s.head_dim, vocab=s.vocab_size,
-            dense_intermediate=int(text.intermediate_size), expert_intermediate=widest, top_k=s.top_k,
-            shared_intermediate=s.expert_intermediate["text"] * s.shared_experts,
-            kv_bytes_per_token=adapter.kv_cache_bytes_per_token(KV_BYTES),
-            vision_hidden=int(vision.hidden_size) if vision is not None else 0,
-            vision_intermediate=int(vision.intermediate_size) if vision is not None else 0,
-            max_image_patches=int(max_image_patches or 0))
-
-    def activation_values_per_token(self) -> int:
-        h, d = self.hidden, self.head_dim
-        attention = 2 * h + (self.num_heads + 2 * self.num_kv_heads) * d + self.num_heads * d
-        dense = 3 * self.dense_intermediate
-        moe = self.top_k * (3 * self.expert_intermediate + h) + 3 * self.shared_intermediate
-        return attention + max(dense, moe)
-
-
-def max_image_patches(model_dir: str | Path) -> int:
-    """Patches of the largest image the model's processor produces (processor_config.json)."""
-    path = Path(model_dir) / "processor_config.json"
-    if not path.is_file():
-        return 0
-    cfg = json.loads(path.read_text())
-    image = cfg.get("image_processor", cfg)
-    size = image.get("size") or {}
-    pixels = size.get("longest_edge") or image.get("max_pixels") or 0
-    patch = image.get("patch_size", 14)
-    return int(pixels) // (patch * patch)
-
-
-def vram_estimate(weight_bytes: int, shape: ServingShape, context: int, batch: int = 1) -> dict:
-    """The documented estimate (module docstring): components and total, in bytes."""
-    kv = shape.kv_bytes_per_token * context * batch
-    tokens = min(context * batch, CHUNK_TOKENS)
-    act_text = tokens * shape.activation_values_per_token() * ACT_BYTES
-    logits = batch * shape.vocab * 4
-    act_vision = shape.max_image_patches * (4 * shape.vision_hidden + shape.vision_intermediate) * ACT_BYTES
-    activations = act_text + logits + act_vision
-    total = weight_bytes + kv + activations + RUNTIME_OVERHEAD_BYTES
-    return {"context": context, "batch": batch, "weights": weight_bytes, "kv_cache": kv,
-            "activations": activations, "runtime_overhead": RUNTIME_OVERHEAD_BYTES, "total": total}
 
 
 # -- the real ERNIE-4.5-VL-28B-A3B ------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ..units import human_bytes
 from ..version import QUANTKIT_VERSION
 from .card_sections import (
     RoleRow,
+    allocation_section,
     calibration_section,
     license_section,
     reproduce_section,
@@ -148,6 +149,7 @@ def render_card(ctx: CardContext) -> str:
             ""]
     out += roles_section(ctx)
     out += calibration_section(m)
+    out += allocation_section(m)
     out += tradeoff_section(ctx)
     out += runtime_section(ctx)
     out += reproduce_section(ctx)

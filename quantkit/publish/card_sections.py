@@ -147,6 +147,19 @@ def calibration_section(m: dict) -> list[str]:
     return out + [""]
 
 
+def allocation_section(m: dict) -> list[str]:
+    """`--target-size` / `--vram`: the bits each unit got, in one short table (none without an allocation)."""
+    a = m.get("allocation")
+    if not isinstance(a, dict):
+        return []
+    out = ["## Bits per unit (`--target-size` / `--vram`)", "",
+           f"Chosen for {a.get('runtime')} units from the calibration's statistics (expected output error, "
+           f"{a.get('error_estimate')} estimate), exact under a budget of {a.get('budget_bytes')} weight bytes; "
+           f"predicted {a.get('predicted_bytes')} bytes.", "", "| unit | scheme | bytes |", "|---|---|---:|"]
+    out += [f"| {u.get('unit')} | {u.get('scheme')} | {u.get('bytes')} |" for u in a.get("units") or []]
+    return out + [""]
+
+
 def tradeoff_section(ctx: "CardContext") -> list[str]:
     out = ["## Size and quality tradeoff", ""]
     if not ctx.report:
@@ -257,5 +270,6 @@ def license_section(ctx: "CardContext") -> list[str]:
     return out + [""]
 
 
-__all__ = ["RoleRow", "calibration_section", "license_section", "profile_args", "reproduce_section", "role_rows",
+__all__ = ["RoleRow", "allocation_section", "calibration_section",
+           "license_section", "profile_args", "reproduce_section", "role_rows",
            "roles_section", "runtime_section", "tradeoff_section"]

@@ -68,6 +68,9 @@ class CompressedTensorsFormat(Format):
     def check_plan(self, entries, force, notes) -> None:
         check_fused_groups(entries, force, notes)
 
+    def candidate_schemes(self, base):
+        return tuple(replace(base, bits=b) for b in range(2, 9))
+
     def backend(self) -> CompressedTensorsBackend:
         return CompressedTensorsBackend()
 

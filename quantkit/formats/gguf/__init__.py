@@ -17,6 +17,7 @@ One job per module:
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ...errors import ProfileError
@@ -72,6 +73,11 @@ class GGUFFormat(Format):
 
     def check_plan(self, entries, force, notes) -> None:
         check_stacked_experts(entries)
+
+    def candidate_schemes(self, base):
+        """Q2_K, Q3_K, Q4_0, Q8_0 (Q4_1 aside: a second 4-bit grid, larger than Q4_0), the base's method kept."""
+        return tuple(replace(base, bits=t.bits, group_size=t.group, sym=t.sym)
+                     for t in sorted(QUANT_TYPES.values(), key=lambda t: t.bits) if t.name != "Q4_1")
 
     def backend(self) -> GGUFBackend:
         return GGUFBackend()

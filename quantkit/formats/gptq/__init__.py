@@ -16,6 +16,7 @@ One job per module:
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from ...errors import PlanRefused, VariantCorrupt
@@ -69,6 +70,9 @@ class GPTQFormat(Format):
 
     def check_plan(self, entries, force, notes) -> None:
         check_fused_groups(entries, force, notes)
+
+    def candidate_schemes(self, base: QuantScheme) -> tuple[QuantScheme, ...]:
+        return tuple(replace(base, bits=b) for b in sorted(GPTQ_BITS))
 
     def backend(self) -> GPTQBackend:
         return GPTQBackend()

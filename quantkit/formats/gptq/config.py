@@ -99,14 +99,21 @@ def _add_vllm_rules(plan: Plan, adapter, base: dict, dynamic: dict) -> None:
             prefix, kind, _ = adapter.vllm_unit(e.module, e.role)
             if prefix is not None and kind != "vision":
                 units[prefix].add(None if e.scheme is None else tuple(_fields(e.scheme).items()))
+    # One rule per generalised name (layer numbers as \\d+) where every layer agrees; exact rules per
+    # module where layers differ (e.g. bits allocated per layer), so no layer inherits another's scheme.
+    by_name: dict[str, dict[str, tuple | None]] = defaultdict(dict)
     for prefix, schemes in sorted(units.items()):
-        if len(schemes) != 1:
-            continue
-        (scheme,) = schemes
-        if scheme is None:
-            dynamic.setdefault(f"-:{_regex(prefix)}", {})
-        elif dict(scheme) != base:
-            dynamic.setdefault(f"+:{_regex(prefix)}", {k: v for k, v in scheme if v != base[k]})
+        if len(schemes) == 1:
+            by_name[_regex(prefix)][prefix] = next(iter(schemes))
+    for rx, members in by_name.items():
+        distinct = set(members.values())
+        rules = [(rx, distinct.pop())] if len(distinct) == 1 else \
+            [(f"^{re.escape(prefix)}$", scheme) for prefix, scheme in sorted(members.items())]
+        for key, scheme in rules:
+            if scheme is None:
+                dynamic.setdefault(f"-:{key}", {})
+            elif dict(scheme) != base:
+                dynamic.setdefault(f"+:{key}", {k: v for k, v in scheme if v != base[k]})
 
 
 def _comparable(s: QuantScheme | None) -> QuantScheme | None:

@@ -1,0 +1,133 @@
+"""`--target-size` / `--vram` (quantkit.allocate): exact knapsack, refusals, units per runtime, the
+written variant, and the KL at the size of uniform 3-bit experts on the trained reference."""
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from quantkit.allocate import knapsack, real_model_choices
+from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, make_plan, quantize
+from quantkit.errors import PlanRefused, UsageError
+from quantkit.format import get_format
+from quantkit.reference.trained import TRAINED_DIR
+
+TRAINED = str(TRAINED_DIR)
+
+
+def test_knapsack_is_exact_against_brute_force():
+    rng = random.Random(0)
+    for _ in range(30):
+        options = [[(rng.randint(1, 40), rng.random() * 10) for _ in range(rng.randint(1, 4))] for _ in range(5)]
+        capacity = rng.randint(20, 150)
+        best = None
+        for pick in itertools.product(*[range(len(o)) for o in options]):
+            b = sum(options[i][j][0] for i, j in enumerate(pick))
+            e = sum(options[i][j][1] for i, j in enumerate(pick))
+            if b <= capacity and (best is None or e < best - 1e-12):
+                best = e
+        got = knapsack(options, capacity)
+        if best is None:
+            assert got is None
+            continue
+        choice, err = got
+        assert sum(options[i][c][0] for i, c in enumerate(choice)) <= capacity
+        assert err == pytest.approx(best)
+        assert sum(options[i][c][1] for i, c in enumerate(choice)) == pytest.approx(best)
+
+
+@pytest.fixture(scope="module")
+def trained_calib(tmp_path_factory):
+    from quantkit.reference import task
+    root = tmp_path_factory.mktemp("alloc")
+    samples = root / "samples.jsonl"
+    task.main(["calib", "32", str(samples), "--answers", "half"])
+    calib, _ = calibrate(CalibrateOptions(model=TRAINED, out=root / "calib", samples=str(samples)))
+    return root, calib
+
+
+def _uniform_bytes(bits: int, **kw) -> int:
+    return make_plan(QuantizeOptions(model=TRAINED, out=Path("."), bits=bits, **kw))[2].predicted_bytes
+
+
+def test_refuses_a_budget_below_the_smallest_width(trained_calib):
+    _, calib = trained_calib
+    smallest = _uniform_bytes(2, profile="ernie45-vl-w4")  # the base profile with the narrowest experts
+    with pytest.raises(PlanRefused, match=f"smallest reachable size is .*{smallest} bytes"):
+        make_plan(QuantizeOptions(model=TRAINED, out=Path("."), calib=calib, target_size=smallest - 1))
+    plan = make_plan(QuantizeOptions(model=TRAINED, out=Path("."), calib=calib, target_size=smallest))[2]
+    assert plan.predicted_bytes == smallest
+    with pytest.raises(UsageError, match="--calib"):
+        make_plan(QuantizeOptions(model=TRAINED, out=Path("."), target_size="1GB"))
+    with pytest.raises(UsageError, match="--runtime llama.cpp"):
+        make_plan(QuantizeOptions(model=TRAINED, out=Path("."), calib=calib, target_size="1GB", runtime="llama.cpp"))
+
+
+def test_vram_budget_is_the_serving_estimate(trained_calib):
+    _, calib = trained_calib
+    plan = make_plan(QuantizeOptions(model=TRAINED, out=Path("."), calib=calib, vram="1GiB", context=1024))[2]
+    v = plan.allocation.vram
+    assert v["weights"] == plan.predicted_bytes and v["total"] <= 2**30
+
+
+def test_allocated_variant_at_uniform_w3_size(trained_calib):
+    """vLLM units (one scheme per FusedMoE layer and modality), written bytes == predicted, verify
+    --runtime vllm passes, and mean KL against uniform 3-bit at the same byte size."""
+    from quantkit.profile import ProfileOptions
+    from quantkit.profile import profile as run_profile
+    from quantkit.verify import verify
+
+    root, calib = trained_calib
+    # group 64: the reference's vision experts are 64 wide, and vLLM wants one group size per FusedMoE layer
+    size = _uniform_bytes(3, group_size=64)
+    w3 = quantize(QuantizeOptions(model=TRAINED, out=root / "w3", bits=3, calib=calib, group_size=64))
+    alloc = quantize(QuantizeOptions(model=TRAINED, out=root / "alloc", calib=calib, target_size=size, group_size=64))
+    manifest = json.loads((alloc / "quantkit.json").read_text())
+    record = manifest["allocation"]
+    assert record["runtime"] == "vllm" and record["predicted_bytes"] <= size
+    written = get_format("gptq").file_bytes(alloc)
+    assert written["tensor_bytes"] == record["predicted_bytes"]
+    schemes: dict[tuple, set] = {}
+    for u in record["units"]:
+        schemes.setdefault(u["unit"], set()).add(u["scheme"])
+    assert all(len(s) == 1 for s in schemes.values())
+    report = verify(alloc, runtimes=("vllm",), source=None, load=False)
+    # the reference is saved in transformers' native config flavour, which vLLM's ERNIE-VL code cannot
+    # build (a property of the source, failed by uniform variants too); every rule about the bits passes
+    assert report.failed_ids() <= {"vllm.config_flavour"}, report.failed_ids()
+    report = run_profile(ProfileOptions(reference=TRAINED, variants=[str(w3), str(alloc)], out=root / "report",
+                                        eval_items_per_kind=10, cuda="off"))
+    kl = {Path(v["path"]).name if "path" in v else v["name"]: v["accuracy"]["kl"]["all"] for v in report["variants"]}
+    k3, ka = kl[next(k for k in kl if "w3" in k)], kl[next(k for k in kl if "alloc" in k)]
+    print(f"\nKL at uniform-w3 size ({size} bytes): uniform w3 {k3:.4g}, allocated {ka:.4g}, ratio {ka / k3:.3f}")
+    (root.parent / "alloc-kl.json").write_text(json.dumps({"bytes": size, "w3": k3, "alloc": ka}))
+    assert ka <= k3
+
+
+def test_gguf_units_are_stacked_tensors(tiny_text, tiny_text_gguf, tmp_path):
+    calib = tiny_text_gguf["calib"]
+    kw = dict(model=str(tiny_text), format="gguf", calib=calib)
+    widest = make_plan(QuantizeOptions(out=tmp_path, target_size=10**12, **kw))[2].allocation
+    smallest = widest.fixed_bytes + sum(min(u.nbytes) for u in widest.units)
+    largest = widest.fixed_bytes + sum(max(u.nbytes) for u in widest.units)
+    budget = (smallest + largest) // 2
+    plan = make_plan(QuantizeOptions(out=tmp_path, target_size=budget, **kw))[2]
+    assert plan.allocation.runtime == "llama.cpp" and plan.predicted_bytes <= budget
+    types: dict[tuple, set] = {}
+    for e in plan.entries:
+        if e.role.kind == "routed_expert":
+            types.setdefault((e.role.layer, e.role.proj), set()).add(e.storage)
+    assert all(len(t) == 1 for t in types.values())
+    assert len({t for s in types.values() for t in s}) > 1  # mixed across stacked tensors
+    out = quantize(QuantizeOptions(out=tmp_path / "v", target_size=budget, **kw))
+    written = get_format("gguf").file_bytes(out)
+    assert written["tensor_bytes"] == plan.predicted_bytes
+
+
+def test_real_28b_choices_on_a_24gb_card():
+    r = real_model_choices("ERNIE-4.5-VL-28B-A3B", "24GiB", 32768)
+    fits = [row["expert_bits"] for row in r["rows"] if row["fits"]]
+    assert fits and r["bytes_above_largest_fitting"] >= 0
