@@ -336,3 +336,53 @@ class ConfigCheckpoint:
 
     def names(self) -> list[str]:
         return [i.name for i in self._infos]
+
+
+def shard_files(model_dir: str | Path) -> list[Path]:
+    """The weight files of a saved model directory: its index's shards, else model.safetensors."""
+    model_dir = Path(model_dir)
+    index = model_dir / INDEX_NAME
+    if index.is_file():
+        return [model_dir / s for s in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return [model_dir / SINGLE_NAME]
+
+
+def bytes_by_role(model_dir: str | Path, role_of, packed_part, quantized_params) -> dict:
+    """Bytes of a directory's weights by role label, read from the safetensors headers (never a plan),
+    for formats that store each quantized module as several tensors.
+
+    `role_of(weight name) -> Role`; `packed_part(tensor name) -> (module, part) | None` (None for a
+    plain tensor); `quantized_params({shard path: header}) -> {module: out x in}` (a module's tensors
+    may straddle two shards). Returns {"files": {shard: size}, "file_bytes", "header_bytes",
+    "tensor_bytes", "params", "by_role": {label: {"tensors", "params", "bytes", "bits_per_param",
+    "types"}}}: `file_bytes` = the shards' sizes on disk (= tensor_bytes + header_bytes); a quantized
+    module counts as one weight of out x in parameters; `types` lists the dtypes of plain tensors."""
+    headers = {path: read_safetensors_header(path) for path in shard_files(model_dir)}
+    params = quantized_params(headers)
+    files, by_role, counted = {}, {}, set()
+    header_total = tensor_total = 0
+    for path, header in headers.items():
+        size = os.path.getsize(path)
+        files[path.name] = size
+        data = sum(v["data_offsets"][1] - v["data_offsets"][0] for v in header.values())
+        tensor_total += data
+        header_total += size - data
+        for name, meta in header.items():
+            packed = packed_part(name)
+            row = by_role.setdefault(role_of(f"{packed[0]}.weight" if packed else name).label,
+                                     {"tensors": 0, "params": 0, "bytes": 0, "types": set()})
+            row["bytes"] += meta["data_offsets"][1] - meta["data_offsets"][0]
+            if packed is None:
+                row["tensors"] += 1
+                row["params"] += math.prod(meta["shape"])
+                row["types"].add(meta["dtype"])
+            elif packed[0] not in counted:
+                counted.add(packed[0])
+                row["tensors"] += 1
+                row["params"] += params[packed[0]]
+    for row in by_role.values():
+        row["bits_per_param"] = round(8 * row["bytes"] / row["params"], 4) if row["params"] else None
+        row["types"] = sorted(row["types"])
+    return {"files": files, "file_bytes": sum(files.values()), "header_bytes": header_total,
+            "tensor_bytes": tensor_total, "params": sum(r["params"] for r in by_role.values()),
+            "by_role": dict(sorted(by_role.items()))}

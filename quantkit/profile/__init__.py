@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .. import loader
+from .. import loader, serving
 from ..calibrate.processor import load_processor
 from ..checkpoint import Checkpoint
 from ..errors import UsageError, VariantCorrupt
@@ -213,7 +213,7 @@ def _dtype_label(path: Path) -> str:
 
 
 def _formula_text() -> str:
-    doc = memory.__doc__
+    doc = serving.__doc__
     start = doc.index("    VRAM = W")
     end = doc.index("The MoE term")
     return "\n".join(line[4:] for line in doc[start:end].rstrip().splitlines())

@@ -1,31 +1,6 @@
-"""Memory: exact weight bytes by role from the files, and an estimate of serving VRAM.
-
-Bytes by role (``file_bytes``) are read from the safetensors headers, never from a plan: every tensor
-of every shard is attributed to the role of its weight (``...qweight/.qzeros/.scales/.g_idx`` to the
-quantized module's ``.weight``), and the shards' sizes on disk = tensor bytes + header bytes exactly.
-
-Serving VRAM estimate (``vram_estimate``), for one model replica serving ``batch`` sequences of
-``context`` tokens (prompt + output) with a paged KV cache (vLLM-style):
-
-    VRAM = W + KV + A + R
-    W  = weight bytes as stored: GPTQ kernels (Marlin, exllama, moe_wna16) run on the packed
-         qweight/scales/qzeros as they are in the files; kept tensors at their stored dtype
-    KV = 2 (K and V) x L x n_kv x d_head x context x batch x b_kv        (b_kv = 2: bf16 cache)
-    A  = activation allowance: the largest transient tensors of one forward step
-       = T x [2H + (n_q + 2 n_kv) d_head + n_q d_head + max(3 I_dense, k (3 I_expert + H) + 3 I_shared)] x b_act
-         + batch x V x 4                     (fp32 logits of the positions being sampled)
-         + P x (4 H_v + I_v) x b_act         (the ViT on one image of P patches at the processor's
-                                              largest size; attention itself is fused, O(P) memory)
-       with T = min(context x batch, CHUNK_TOKENS) tokens per step (chunked prefill), b_act = 2
-    R  = RUNTIME_OVERHEAD_BYTES: CUDA context, cuBLAS / attention workspaces, allocator slack. An
-         allowance (not derived from the model) and outside torch's own allocation counters.
-
-The MoE term counts, per token, the fused-MoE kernel's intermediate buffers (k copies of the
-token's gate/up output 2 I, the activated I and the k down-projected outputs H) next to the shared
-experts; on the real model it is ~3x the dense layer's. What the estimate leaves out, and why serving
-engines ask for more: vLLM by default reserves ``gpu_memory_utilization`` = 90 % of the card and fills
-whatever the weights and its profiling run leave with KV blocks; CUDA graphs for decode add a few
-hundred MB; tensor-parallel runs add communication buffers.
+"""Memory: exact weight bytes by role from the files (the variant's format reads them), the serving
+VRAM estimate (its formula and constants live in quantkit/serving.py, which the allocator uses too;
+re-exported here), and the real ERNIE-4.5-VL-28B-A3B table from its config.
 """
 from __future__ import annotations
 

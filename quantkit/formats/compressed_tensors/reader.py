@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
 from ...adapters import adapter_for
-from ...checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint, read_safetensors_header
+from ...checkpoint import Checkpoint, bytes_by_role
 from ...errors import VariantCorrupt
 from ...scheme import QuantizedWeight, QuantScheme
 from .config import module_scheme, parse_config
@@ -76,48 +75,28 @@ def dequantized_state_dict(variant: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def shard_files(model_dir: Path) -> list[Path]:
-    index = model_dir / INDEX_NAME
-    if index.is_file():
-        return [model_dir / s for s in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    return [model_dir / SINGLE_NAME]
-
-
 def file_bytes(model_dir: str | Path) -> dict:
-    """Bytes of the variant's weights by role, read from the safetensors headers (a quantized module's
-    tensors count as one weight of out x in parameters, read from its `weight_shape`); the same form as
-    the other formats' `file_bytes` (Format.file_bytes)."""
+    """Bytes of the variant's weights by role (checkpoint.bytes_by_role): a quantized module's
+    tensors count as one weight of out x in parameters, read from its `weight_shape`; the same form
+    as the other formats' `file_bytes` (Format.file_bytes)."""
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     adapter = adapter_for(config, where=str(model_dir / "config.json"))
-    files, by_role = {}, {}
-    header_total = tensor_total = 0
-    for path in shard_files(model_dir):
-        size = os.path.getsize(path)
-        header = read_safetensors_header(path)
-        files[path.name] = size
-        data = sum(v["data_offsets"][1] - v["data_offsets"][0] for v in header.values())
-        tensor_total += data
-        header_total += size - data
+    return bytes_by_role(model_dir, adapter.role_of, _packed_part, _quantized_params)
+
+
+def _packed_part(name: str) -> tuple[str, str] | None:
+    module, _, part = name.rpartition(".")
+    return (module, part) if part in PARTS else None
+
+
+def _quantized_params(headers: dict) -> dict[str, int]:
+    """out x in of every quantized module, from the values of its `weight_shape` tensor."""
+    out = {}
+    for path, header in headers.items():
         shapes = [n for n in header if n.endswith(".weight_shape")]
-        with safe_open(path, framework="pt") as f:
-            params = {n[: -len(".weight_shape")]: math.prod(int(v) for v in f.get_tensor(n).tolist()) for n in shapes}
-        for name, meta in header.items():
-            module, _, part = name.rpartition(".")
-            quantized = part in PARTS
-            role = adapter.role_of(f"{module}.weight" if quantized else name)
-            row = by_role.setdefault(role.label, {"tensors": 0, "params": 0, "bytes": 0, "types": set()})
-            row["bytes"] += meta["data_offsets"][1] - meta["data_offsets"][0]
-            if not quantized:
-                row["tensors"] += 1
-                row["params"] += math.prod(meta["shape"])
-                row["types"].add(meta["dtype"])
-            elif part == "weight_shape":
-                row["tensors"] += 1
-                row["params"] += params[module]
-    for row in by_role.values():
-        row["bits_per_param"] = round(8 * row["bytes"] / row["params"], 4) if row["params"] else None
-        row["types"] = sorted(row["types"])
-    return {"files": files, "file_bytes": sum(files.values()), "header_bytes": header_total,
-            "tensor_bytes": tensor_total, "params": sum(r["params"] for r in by_role.values()),
-            "by_role": dict(sorted(by_role.items()))}
+        if shapes:
+            with safe_open(path, framework="pt") as f:
+                out.update({n[: -len(".weight_shape")]: math.prod(int(v) for v in f.get_tensor(n).tolist())
+                            for n in shapes})
+    return out
