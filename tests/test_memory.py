@@ -134,3 +134,20 @@ def test_vram_estimate_components():
     assert a["total"] == a["weights"] + a["kv_cache"] + a["activations"] + a["runtime_overhead"]
     assert memory.max_image_patches(TRAINED_DIR) == 112 * 112 // (14 * 14)
     assert os.path.isdir(TRAINED_DIR)
+
+
+def test_bytes_by_role_with_modules_straddling_shards(tiny_vl, tmp_path):
+    """A quantized module's tensors can land in two shards (the writer cuts by bytes): its size is
+    still read, and the parameter count equals the source's."""
+    import json
+
+    from quantkit.api import QuantizeOptions, quantize
+    from quantkit.format import format_of_variant
+
+    v = quantize(QuantizeOptions(model=str(tiny_vl), out=tmp_path / "v", bits=4, method="rtn", max_shard_size="20KB"))
+    shards: dict[str, set] = {}
+    for name, shard in json.loads((v / "model.safetensors.index.json").read_text())["weight_map"].items():
+        if name.endswith((".qweight", ".qzeros", ".scales", ".g_idx")):
+            shards.setdefault(name.rsplit(".", 1)[0], set()).add(shard)
+    assert any(len(s) > 1 for s in shards.values())  # the case under test happens
+    assert format_of_variant(v).file_bytes(v)["params"] == format_of_variant(tiny_vl).file_bytes(tiny_vl)["params"]
