@@ -303,22 +303,25 @@ class LayerRunner:
         return self.config
 
     def decoder_layers(self, model):
-        """The ModuleList of decoder layers inside a model instance."""
-        raise NotImplementedError
+        """The ModuleList of decoder layers inside a model instance (a causal LM's, by default)."""
+        return model.model.layers
 
     def final_norm_and_head(self, model):
-        raise NotImplementedError
+        return model.model.norm, model.lm_head
 
     def layer_state(self, tensors: dict, layer: int) -> dict:
         """On-disk tensors of one layer -> the decoder layer module's state dict."""
         raise NotImplementedError
 
     def moe_blocks(self, layer_module) -> list[tuple[str, object, object]]:
-        """(modality, router module, fused experts module) of a decoder layer, [] for dense."""
-        raise NotImplementedError
+        """(modality, router module, fused experts module) of a decoder layer, [] for dense. Default:
+        one expert set (`mlp.gate`, `mlp.experts`), which serves every token."""
+        mlp = layer_module.mlp
+        return [("text", mlp.gate, mlp.experts)] if hasattr(mlp, "experts") else []
 
     def expert_module_name(self, layer: int, modality: str, expert: int, proj: str) -> str:
-        raise NotImplementedError
+        """The checkpoint module of one expert's projection (per-expert keys, as on the Hub)."""
+        return f"{self.layer_prefix(layer)}mlp.experts.{expert}.{proj}_proj"
 
     def watch_prefix(self, model) -> tuple[list, dict]:
         """Forward hooks on the prefix model that record, while one sample is embedded, what the decoder

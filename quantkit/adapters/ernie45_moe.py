@@ -138,12 +138,6 @@ class Ernie45MoeRunner(LayerRunner):
     modeling_module = "transformers.models.ernie4_5_moe.modeling_ernie4_5_moe"
     layer_class_name = "Ernie4_5_MoeDecoderLayer"
 
-    def decoder_layers(self, model):
-        return model.model.layers
-
-    def final_norm_and_head(self, model):
-        return model.model.norm, model.lm_head
-
     def layer_state(self, tensors: dict, layer: int) -> dict:
         """Per-expert on-disk tensors -> fused in-memory experts; the router bias moves under the gate."""
         experts, rest = split_expert_tensors(tensors)
@@ -153,10 +147,3 @@ class Ernie45MoeRunner(LayerRunner):
             state["mlp.experts.gate_up_proj"], state["mlp.experts.down_proj"] = fuse_experts(
                 experts, range(self.adapter.shape.experts["text"]))
         return state
-
-    def moe_blocks(self, layer_module):
-        mlp = layer_module.mlp
-        return [("text", mlp.gate, mlp.experts)] if hasattr(mlp, "experts") else []
-
-    def expert_module_name(self, layer: int, modality: str, expert: int, proj: str) -> str:
-        return f"model.layers.{layer}.mlp.experts.{expert}.{proj}_proj"

@@ -229,12 +229,6 @@ class Qwen3MoeRunner(LayerRunner):
     modeling_module = "transformers.models.qwen3_moe.modeling_qwen3_moe"
     layer_class_name = "Qwen3MoeDecoderLayer"
 
-    def decoder_layers(self, model):
-        return model.model.layers
-
-    def final_norm_and_head(self, model):
-        return model.model.norm, model.lm_head
-
     def layer_state(self, tensors: dict, layer: int) -> dict:
         """Per-expert tensors -> transformers' fused in-memory experts."""
         experts, state = split_expert_tensors(tensors)
@@ -242,10 +236,3 @@ class Qwen3MoeRunner(LayerRunner):
             state["mlp.experts.gate_up_proj"], state["mlp.experts.down_proj"] = fuse_experts(
                 experts, range(self.adapter.shape.experts["text"]))
         return state
-
-    def moe_blocks(self, layer_module):
-        mlp = layer_module.mlp
-        return [("text", mlp.gate, mlp.experts)] if hasattr(mlp, "experts") else []
-
-    def expert_module_name(self, layer: int, modality: str, expert: int, proj: str) -> str:
-        return f"{self.layer_prefix(layer)}mlp.experts.{expert}.{proj}_proj"

@@ -373,13 +373,6 @@ class Qwen3VLMoeRunner(LayerRunner):
                 experts, range(self.adapter.shape.experts["text"]))
         return state
 
-    def moe_blocks(self, layer_module):
-        mlp = layer_module.mlp
-        return [("text", mlp.gate, mlp.experts)] if hasattr(mlp, "experts") else []
-
-    def expert_module_name(self, layer: int, modality: str, expert: int, proj: str) -> str:
-        return f"{self.layer_prefix(layer)}mlp.experts.{expert}.{proj}_proj"
-
     def watch_prefix(self, model):
         """The language model's DeepStack inputs (Qwen3VLMoeTextModel.forward's `visual_pos_masks` and
         `deepstack_visual_embeds`), recorded as the model calls it."""
