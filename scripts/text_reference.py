@@ -49,6 +49,7 @@ from transformers import Ernie4_5_MoeConfig, Ernie4_5_MoeForCausalLM
 
 from quantkit.reference.tiny import ROPE_THETA, _set_generation_ids, _special_ids
 from quantkit.reference.tokenizer import TEXT_CHAT_TEMPLATE, build_ernie_tokenizer, padded_vocab_size
+from quantkit.reference.trained import RouterLoad
 
 TRAINED_TEXT_DIR = Path(__file__).resolve().parent.parent / "quantkit" / "reference" / "trained_text"
 WEIGHTS = "model.safetensors"
@@ -165,32 +166,6 @@ def evaluate(model, tokenizer, pairs: list[tuple[str, str]]) -> dict:
 
 # -- training --------------------------------------------------------------------------------------
 
-class _RouterLoad:
-    """Aux-loss-free routing bias (ERNIE-4.5 / DeepSeek-V3): raised for under-loaded experts."""
-
-    def __init__(self, model):
-        self.counts: dict = {}
-        self.handles = [m.register_forward_hook(self._hook) for m in model.modules()
-                        if type(m).__name__ == "Ernie4_5_MoeTopKRouter"]
-
-    def _hook(self, module, args, output):
-        counts = torch.bincount(output[2].reshape(-1), minlength=module.num_experts).float()
-        self.counts[module] = self.counts.get(module, 0) + counts
-
-    def update_bias(self, step: float) -> None:
-        with torch.no_grad():
-            for module, counts in self.counts.items():
-                load = counts / counts.sum()
-                bias = module.moe_statics.e_score_correction_bias
-                bias += step * torch.sign(load.mean() - load)[None, :]
-                bias -= bias.mean()
-        self.counts = {}
-
-    def close(self):
-        for h in self.handles:
-            h.remove()
-
-
 def build_model(tokenizer, seed: int) -> Ernie4_5_MoeForCausalLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -211,7 +186,7 @@ def train(model, tokenizer, cfg: TextTrainConfig, log: Callable[[str], None] = p
     targets = ids[:, 1:].clone()
     targets[:, : start - 1] = -100  # loss on the answer (value digits and end of sentence) only
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    load = _RouterLoad(model)
+    load = RouterLoad(model, router_class="Ernie4_5_MoeTopKRouter")
     gen = torch.Generator().manual_seed(cfg.seed)
     order, pos, losses, t0 = torch.randperm(len(ids), generator=gen), 0, [], time.perf_counter()
     model.train()

@@ -168,14 +168,16 @@ def loss_weights(batch: dict, other_text_weight: float) -> tuple[torch.Tensor, t
 
 # -- training --------------------------------------------------------------------------------------
 
-class _RouterLoad:
-    """Counts the tokens each router sends to each expert during one forward (for the bias update)."""
+class RouterLoad:
+    """Counts the tokens each router sends to each expert during one forward, for the aux-loss-free
+    routing bias update (ERNIE-4.5 / DeepSeek-V3: the bias rises for under-loaded experts).
+    `router_class` names the family's router module (the VL model's by default)."""
 
-    def __init__(self, model):
+    def __init__(self, model, router_class: str = "Ernie4_5_VLMoeMoeTopKRouter"):
         self.counts: dict[torch.nn.Module, torch.Tensor] = {}
         self.handles = []
         for module in model.modules():
-            if type(module).__name__ == "Ernie4_5_VLMoeMoeTopKRouter":
+            if type(module).__name__ == router_class:
                 self.handles.append(module.register_forward_hook(self._hook))
 
     def _hook(self, module, args, output):
@@ -229,7 +231,7 @@ def train(model, processor, cfg: TrainConfig, log: Callable[[str], None] = print
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim < 2 or "embed" in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    loads = _RouterLoad(model)
+    loads = RouterLoad(model)
     order_rng = random.Random(cfg.seed + 1)
     order: list[int] = []
     history = []
