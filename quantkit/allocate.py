@@ -4,17 +4,29 @@ Objective. For a routed-expert tensor W (input group with mean XᵀX = H over th
 candidate width b, the output error of round-to-nearest is e_RTN(W, b) = tr(ΔW H ΔWᵀ), ΔW = W - RTN_b(W)
 (`rows`: an evenly spaced subset of W's rows, scaled up: unbiased, and exact when rows >= out). Weighted
 by the tokens the router sends to that expert (calibration routing stats, +1 so an expert the samples
-never reached still counts) and divided by the modality's tokens, it is the expected error per token.
+never reached still counts), divided by the modality's tokens, and multiplied by the mean squared
+routing weight (the expert's output is scaled by it), it is the expected error per token.
 GPTQ (the base profile's method) is estimated per layer, modality and input group: on the expert with
 the most routed tokens, GPTQ runs on its own H at every candidate width and e_GPTQ / e_RTN is measured;
 every expert of that layer/modality/input group gets e_RTN x that ratio at that width.
 
+gate/up errors live in the expert's intermediate space, down's in the hidden space: each gate/up error
+is carried to the expert's output by a factor measured per layer and modality on the most-routed
+expert (`mlp_output_factors`), so llama.cpp's per-projection units compare errors in one space.
+
+Only routed experts are allocated. Shared experts, the dense MLP and attention stay
+as the base profile says: measured on the VL reference, letting the allocator trade shared-expert and
+dense-MLP bits against routed-expert bits under this objective (shared experts weighted 1 per token,
+their GPTQ error measured directly) gave 2.4x uniform 3-bit's KL instead of less, so the per-token
+output error alone undervalues the tensors every token passes through; q/k errors act through the
+attention scores, which the objective does not model at all.
+
 Units follow the runtime (`--runtime`, default: the format's first runtime), so the result is servable:
-vllm -> one scheme per FusedMoE layer and modality; llama.cpp -> one type per stacked tensor (layer x
-gate/up/down); transformers -> one per expert. Candidates come from the format (`Format.candidate_schemes`),
-bytes from its `plan_tensor`. The allocation is an exact Pareto knapsack over (bytes, error); the result
-is a Profile (one generated rule per unit, by tensor-name regex, before the base profile's rules), so
-plan, formats and verify handle it unchanged. Non-expert tensors stay as the base profile says.
+vllm -> one scheme per FusedMoE layer and modality; llama.cpp -> one type per stacked expert tensor
+(layer x gate/up/down); transformers -> one per expert. Candidates come from the format (`Format.candidate_schemes`), bytes from its
+`plan_tensor`. The allocation is an exact Pareto knapsack over (bytes, error); the result is a Profile
+(one generated rule per unit, by tensor-name regex, before the base profile's rules), so plan, formats
+and verify handle it unchanged.
 """
 from __future__ import annotations
 
@@ -24,6 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .adapters import Adapter
 from .checkpoint import Checkpoint
@@ -191,6 +204,55 @@ def gptq_error(w: torch.Tensor, h: torch.Tensor, scheme: QuantScheme) -> float:
     return float(reconstruction_error(w, r.dequantize()[0], h))
 
 
+SURROGATE_SAMPLES = 256  # Gaussian inputs with the calibrated covariance, for the MLP output factor
+
+
+def mlp_output_factors(w: dict[str, torch.Tensor], h: torch.Tensor, schemes: list[QuantScheme],
+                       samples: int = SURROGATE_SAMPLES) -> dict[str, list[float]]:
+    """How much of a gate/up error reaches the MLP's output, per width: mean ‖Δy‖² / mean ‖ΔW x‖²
+    for y = W_down (silu(W_gate x) * (W_up x)) (every family quantkit knows uses this SwiGLU), with
+    x ~ N(0, H) (H: the calibrated mean xxᵀ of the MLP input) and W_gate or W_up rounded to the width.
+    down_proj's error is already in output space (factor 1). Without it the objective would add
+    errors measured in the intermediate space (gate/up) to errors in the hidden space (down)."""
+    gen = torch.Generator().manual_seed(0)
+    d = h.shape[0]
+    x = torch.randn(samples, d, generator=gen) @ _covariance_root(h).T
+    g, up, down = w["gate"], w["up"], w["down"]
+    y = (F.silu(x @ g.T) * (x @ up.T)) @ down.T
+    out: dict[str, list[float]] = {}
+    for proj in ("gate", "up"):
+        factors = []
+        for s in schemes:
+            fs = fit_group(s, d)[0]
+            wq = quantize_rtn(w[proj], fs.bits, fs.group_size, fs.sym).dequantize()
+            gq, uq = (x @ wq.T, x @ up.T) if proj == "gate" else (x @ g.T, x @ wq.T)
+            dy = (F.silu(gq) * uq) @ down.T - y
+            proxy = float((x @ (wq - w[proj]).T).pow(2).sum())
+            factors.append(float(dy.pow(2).sum()) / proxy if proxy > 0 else 1.0)
+        out[proj] = factors
+    return out
+
+
+def _gate_square(routing: dict) -> float:
+    """Mean squared routing weight of a (token, expert) pair: an expert's output enters the layer's
+    output multiplied by its routing weight g, so its squared error by g² (~1/k² for top-k). From the
+    calibration's mean top-k weights per rank; 1 when they were not recorded."""
+    w = routing.get("mean_topk_weights") or []
+    return float(np.mean(np.square(w))) if len(w) else 1.0
+
+
+def _covariance_root(h: torch.Tensor) -> torch.Tensor:
+    """L with L Lᵀ = H + δI: Cholesky, damped as GPTQ damps H (1 % of the mean diagonal, more if H is
+    too singular for that), since H from few or correlated tokens may not be positive definite."""
+    eye = torch.eye(h.shape[0], dtype=torch.float64)
+    mean = float(h.diagonal().mean().clamp_min(1e-12))
+    for damp in (0.01, 0.1, 1.0):
+        root, info = torch.linalg.cholesky_ex(h.double() + damp * mean * eye)
+        if int(info) == 0:
+            return root.float()
+    return (eye * mean ** 0.5).float()
+
+
 def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit], *, rows: int | None,
                    method: str, log=lambda m: None) -> list[str]:
     """Fill each unit's rtn_error and error (see the module docstring); returns notes."""
@@ -198,50 +260,89 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
     by_layer: dict[int, list[tuple[Unit, TensorPlan]]] = defaultdict(list)
     for u in units:
         u.rtn_error = [0.0] * len(u.schemes)
+        u.error = [0.0] * len(u.schemes)
         for e in u.entries:
             by_layer[e.role.layer].append((u, e))
     ratios: dict[tuple, list[float]] = {}
+    factor_log: dict[str, list[float]] = defaultdict(list)
     for layer in sorted(by_layer):
         calib = store.layer(layer)
         hessians: dict[str, torch.Tensor | None] = {}
-        per_tensor: dict[tuple, list] = defaultdict(list)  # (modality, input kind) -> [(tokens, e, w, h)]
-        for u, e in by_layer[layer]:
+
+        def hessian(e: TensorPlan) -> torch.Tensor:
             group = adapter.input_group(e.module)
             if group not in hessians:
                 hessians[group] = calib.hessian(group)[0]
-            h = hessians[group]
-            if h is None:
-                h = torch.eye(e.shape[1])
-                notes.append(f"{e.name}: no calibration tokens; weighted by plain squared error")
+                if hessians[group] is None:
+                    notes.append(f"{e.name}: no calibration tokens; weighted by plain squared error")
+                    hessians[group] = torch.eye(e.shape[1])
+            return hessians[group]
+
+        # one record per tensor: [unit, entry, routed tokens, RTN errors, estimated errors]
+        records = []
+        per_tensor: dict[tuple, list] = defaultdict(list)  # routed: (modality, input kind) -> records
+        for u, e in by_layer[layer]:
+            h, w = hessian(e), ckpt.read(e.name).float()
             routing = calib.routing.get(e.role.modality, {})
             counts = routing.get("tokens_per_expert") or []
             tokens = counts[e.role.expert] if e.role.expert is not None and e.role.expert < len(counts) else 0
-            weight = (tokens + 1) / max(int(routing.get("tokens", 0)), 1)
-            w = ckpt.read(e.name).float()
-            errs = [weight * rtn_error(w, h, s, rows) for s in u.schemes]
-            u.rtn_error = [a + b for a, b in zip(u.rtn_error, errs)]
-            per_tensor[(e.role.modality, group.rsplit(".", 1)[-1])].append((tokens, u, e, w, h, errs))
-        if method == "gptq":  # GPTQ / RTN on the most-routed expert of each modality and input group
-            for kind, items in per_tensor.items():
-                tokens, u, e, w, h, _ = max(items, key=lambda t: t[0])
-                ratio = []
-                for s in u.schemes:
+            weight = (tokens + 1) / max(int(routing.get("tokens", 0)), 1) * _gate_square(routing)
+            rec = [u, e, tokens, [weight * rtn_error(w, h, s, rows) for s in u.schemes], None]
+            records.append(rec)
+            per_tensor[(e.role.modality, adapter.input_group(e.module).rsplit(".", 1)[-1])].append(rec)
+        for kind, items in per_tensor.items():  # GPTQ / RTN on the most-routed expert of each group
+            u, e = max(items, key=lambda r: r[2])[:2]
+            ratio = [1.0] * len(u.schemes)
+            if method == "gptq":
+                w, h = ckpt.read(e.name).float(), hessian(e)
+                for i, s in enumerate(u.schemes):
                     r = rtn_error(w, h, s, None)
-                    ratio.append(gptq_error(w, h, s) / r if r > 0 else 1.0)
+                    ratio[i] = gptq_error(w, h, s) / r if r > 0 else 1.0
                 ratios[(layer, *kind)] = ratio
-                for _, uu, ee, _, _, errs in items:
-                    uu.error = [a + b * (ratio[i] if i < len(ratio) else 1.0)
-                                for i, (a, b) in enumerate(zip(uu.error or [0.0] * len(errs), errs))]
+            for rec in items:
+                rec[4] = [a * (ratio[i] if i < len(ratio) else 1.0) for i, a in enumerate(rec[3])]
+        factors = _layer_mlp_factors(ckpt, records, hessian)
+        for u, e, _, errs, est in records:
+            f = factors.get((e.role.kind, e.role.modality, e.role.proj))
+            if f is not None:
+                factor_log[f"{e.role.kind} {e.role.proj}"].append(f[len(f) // 2])
+            f = f or [1.0] * len(errs)
+            u.rtn_error = [a + b * c for a, b, c in zip(u.rtn_error, errs, f)]
+            u.error = [a + b * c for a, b, c in zip(u.error, est, f)]
         log(f"allocate: layer {layer} measured")
-    for u in units:
-        if method != "gptq":
-            u.error = list(u.rtn_error)
     if ratios:
         mean = np.mean([r for r in ratios.values()], axis=0) if len({len(r) for r in ratios.values()}) == 1 else None
         if mean is not None:
             notes.append("GPTQ/RTN error ratio (mean over layers): " + ", ".join(
                 f"{scheme_label(s)} {m:.2f}" for s, m in zip(units[0].schemes, mean)))
+    if factor_log:
+        notes.append("share of a gate/up error reaching the MLP output (mean, middle width): " + ", ".join(
+            f"{k} {np.mean(v):.3g}" for k, v in sorted(factor_log.items())))
     return notes
+
+
+def _layer_mlp_factors(ckpt: Checkpoint, records: list, hessian) -> dict[tuple, list[float]]:
+    """(kind, modality, gate|up) -> output factor per width (`mlp_output_factors`), measured on the
+    most-routed expert of each modality in this layer. Experts whose three projections are not all
+    quantized keep factor 1."""
+    members: dict[tuple, dict[str, list]] = defaultdict(dict)
+    for rec in records:
+        r = rec[1].role
+        if r.proj in ("gate", "up", "down"):
+            members[(r.kind, r.modality, r.expert)][r.proj] = rec
+    best: dict[tuple, tuple] = {}
+    for key, projs in members.items():
+        if set(projs) != {"gate", "up", "down"}:
+            continue
+        tokens = projs["gate"][2]
+        if key[:2] not in best or tokens > best[key[:2]][0]:
+            best[key[:2]] = (tokens, projs)
+    out: dict[tuple, list[float]] = {}
+    for (kind, modality), (_, projs) in best.items():
+        w = {p: ckpt.read(projs[p][1].name).float() for p in ("gate", "up", "down")}
+        f = mlp_output_factors(w, hessian(projs["gate"][1]), projs["gate"][0].schemes)
+        out[(kind, modality, "gate")], out[(kind, modality, "up")] = f["gate"], f["up"]
+    return out
 
 
 # -- the exact knapsack ------------------------------------------------------------------------------------

@@ -330,12 +330,19 @@ class ConfigCheckpoint:
     def __init__(self, config: dict, source: str, shapes: dict[str, tuple[int, ...]], dtype: str = "BF16"):
         self.config, self.source, self.revision = config, source, None
         self._infos = [TensorInfo(n, dtype, tuple(shape), "-") for n, shape in sorted(shapes.items())]
+        self._by_name = {i.name: i for i in self._infos}
 
     def infos(self) -> list[TensorInfo]:
         return list(self._infos)
 
     def names(self) -> list[str]:
         return [i.name for i in self._infos]
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise CheckpointError(f"{self.source}: no tensor named {name}")
 
 
 def shard_files(model_dir: str | Path) -> list[Path]:

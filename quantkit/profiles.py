@@ -64,19 +64,28 @@ class Profile:
 
     def with_overrides(self, *, expert_bits: int | None = None, group_size: int | None = None,
                        method: str | None = None) -> "Profile":
-        """`--bits` sets the routed experts' bits; `--group-size` and `--method` apply to every
-        quantized rule."""
+        """`--bits` sets the routed experts' bits (as the format stores that width: GGUF's 3-bit is
+        Q3_K's grid, not the 4-bit rule's group and symmetry; a rule that also names other roles is
+        split, so they keep theirs); `--group-size` and `--method` apply to every quantized rule."""
+        def common(s: QuantScheme | None) -> QuantScheme | None:
+            if s is not None and group_size is not None:
+                s = replace(s, group_size=group_size)
+            if s is not None and method is not None:
+                s = replace(s, method=method)
+            return s
+
         rules = []
         for r in self.rules:
-            s = r.scheme
-            if s is not None:
-                if expert_bits is not None and "routed_expert" in r.roles:
-                    s = replace(s, bits=expert_bits)
-                if group_size is not None:
-                    s = replace(s, group_size=group_size)
-                if method is not None:
-                    s = replace(s, method=method)
-            rules.append(replace(r, scheme=s))
+            if r.scheme is not None and expert_bits is not None and "routed_expert" in r.roles:
+                fmt = get_format(self.format)
+                s = next((c for c in fmt.candidate_schemes(r.scheme) if c.bits == expert_bits),
+                         replace(r.scheme, bits=expert_bits))
+                rules.append(replace(r, roles=("routed_expert",), scheme=common(s)))
+                others = tuple(x for x in r.roles if x != "routed_expert")
+                if not others:
+                    continue
+                r = replace(r, roles=others)
+            rules.append(replace(r, scheme=common(r.scheme)))
         return replace(self, rules=tuple(rules))
 
     def to_dict(self) -> dict:

@@ -104,7 +104,7 @@ def test_allocated_variant_at_uniform_w3_size(trained_calib):
     k3, ka = kl[next(k for k in kl if "w3" in k)], kl[next(k for k in kl if "alloc" in k)]
     print(f"\nKL at uniform-w3 size ({size} bytes): uniform w3 {k3:.4g}, allocated {ka:.4g}, ratio {ka / k3:.3f}")
     (root.parent / "alloc-kl.json").write_text(json.dumps({"bytes": size, "w3": k3, "alloc": ka}))
-    assert ka <= k3
+    assert ka <= 0.7 * k3  # issue 15: <= 0.7x uniform 3-bit's mean KL at its size
 
 
 def test_gguf_units_are_stacked_tensors(tiny_text, tiny_text_gguf, tmp_path):
