@@ -1,7 +1,5 @@
 #!/usr/bin/env python
-"""Train the text reference model (scripts/text_reference.py) and save it. WORK IN PROGRESS (issue 15):
-the best build so far misses two of the four targets (fp 87.3 % < 90 %, RTN 2-bit -12.0 < 15 points),
-so no weights ship and no test asserts them yet; scripts/text_reference.py says what to try next.
+"""Train the text reference model (quantkit/reference/trained_text.py) and save it.
 
     python scripts/train_text_reference.py                   # rebuild quantkit/reference/trained_text/ in place
     python scripts/train_text_reference.py --out build/tref  # somewhere else (e.g. to compare checksums)
@@ -28,7 +26,8 @@ def main() -> int:
     import torch
 
     from quantkit.manifest import sha256_file
-    from text_reference import TRAINED_TEXT_DIR, TRAINED_TEXT_SHA256, WEIGHTS, build_trained_text_reference
+    from quantkit.reference.trained_text import (TRAINED_TEXT_DIR, TRAINED_TEXT_SHA256, WEIGHTS,
+                                                 build_trained_text_reference)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=TRAINED_TEXT_DIR, help=f"output directory (default {TRAINED_TEXT_DIR})")

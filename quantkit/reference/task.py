@@ -397,7 +397,9 @@ def _content(msg: dict) -> list[dict]:
 
 def prompt_text(processor, item: Item) -> str:
     """The user turn through the model's chat template, generation prompt added, thinking off."""
-    messages = [{"role": "user", "content": item.user_content()}]
+    # A text-only model's template (its tokenizer's) takes the content as a string, not as parts.
+    content = item.user_content() if hasattr(processor, "tokenizer") else item.question
+    messages = [{"role": "user", "content": content}]
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                          enable_thinking=False)
 
@@ -405,10 +407,17 @@ def prompt_text(processor, item: Item) -> str:
 def encode(processor, item: Item, *, with_answer: bool = True) -> dict:
     """One item as model inputs (batch of 1) plus ``answer_start``: the index of the first answer token
     (``input_ids[answer_start:]`` = the answer's tokens and ``<|end_of_sentence|>``)."""
-    tokenizer = processor.tokenizer
+    tokenizer = getattr(processor, "tokenizer", processor)  # a text-only model's "processor" is its tokenizer
     prompt = prompt_text(processor, item)
-    images = [item.image] if item.image is not None else None
-    prompt_batch = processor(text=[prompt], images=images, return_tensors="pt")
+    if tokenizer is processor:
+        if item.image is not None:
+            raise ValueError(f"item {item.id}: has a picture, but the model reads text only")
+        # The chat template already wrote the begin-of-sentence token.
+        prompt_batch = {k: v for k, v in tokenizer([prompt], add_special_tokens=False, return_tensors="pt").items()
+                        if k in SEQUENCE_KEYS}
+    else:
+        images = [item.image] if item.image is not None else None
+        prompt_batch = processor(text=[prompt], images=images, return_tensors="pt")
     start = prompt_batch["input_ids"].shape[1]
     if not with_answer:
         return {**dict(prompt_batch), "answer_start": start}

@@ -1,0 +1,348 @@
+"""A small ERNIE-4.5 text MoE that has memorised a table: the text reference for accuracy measurements
+(issue 15), as ``quantkit/reference/trained.py`` is for the VL model.
+
+The real ``Ernie4_5_MoeForCausalLM`` (3 MoE layers of 8 routed experts, top-2, aux-loss-free routing
+bias), the offline SentencePiece tokenizer of ``quantkit.reference.tokenizer``; every weight row a
+multiple of 256 so llama.cpp's K-quants apply. Unlike the real checkpoints it has no shared expert and
+no dense first layer (``moe_num_shared_experts=0``, ``moe_layer_start_index=0``; llama.cpp and the
+engines read both as optional): with them (builds of 600-1200 facts, one shared expert, a dense first
+layer) the table lived in the tensors every token passes through, which the profiles keep at 4-8 bits,
+and 2-bit routed experts cost nothing (RTN 2-bit lost 0-0.3 points of 97-100 %). Without them the
+routed experts hold the table, as the experts of a real MoE hold most of its knowledge. Its
+task: a synthetic key -> value table (``facts`` distinct ``KEY_DIGITS``-digit keys, random
+``VALUE_DIGITS``-digit values, from ``TextTrainConfig.table_seed``), asked as a chat turn
+``<|begin_of_sentence|>User: 482\nAssistant: 739105<|end_of_sentence|>`` and scored by exact match of the
+whole value (teacher-forced argmax = greedy decoding), so a few wrong digits lose the fact. Nothing about
+a value can be inferred from its key: every pair is stored in the weights, as the facts a real model
+knows are, and quantization error that moves a weight moves some fact. So the model reacts to low-bit
+quantization more as real models do (round-to-nearest 2-bit forgets facts, GPTQ 2-bit fewer, 4-bit
+barely moves) than a model with spare capacity, which shrugs it off (see below for how far that holds).
+
+Splits: every pair is trained. ``eval`` and ``calib`` are disjoint deterministic subsets of the table
+(queries of memorised pairs, as "what is the capital of France" queries a fact a real model learned).
+``write_calibration_jsonl`` / ``write_eval_jsonl`` write them as samples JSONL (``quantkit calibrate
+--samples`` / ``quantkit profile --eval``); ``reference.json`` in the model directory records the table's
+parameters, so ``reference_table`` rebuilds it from the directory alone.
+
+Training: AdamW, cosine schedule, loss on the answer tokens; a curriculum (batches drawn from a pool of
+pairs that grows to the whole table) leaves the initial plateau sooner than the whole table at once.
+Training stops once ``stop_accuracy`` of the table is recalled. How the model reacts to quantization
+depends on how it holds the table; measured on builds of this module (300 eval queries; routed
+experts at 2 bits, group 64, asymmetric; attention at 4): with a shared expert and a dense first layer
+holding the table (600-1200 facts, 97-100 % known) RTN 2-bit lost 0-0.3 points; without them, a build
+the schedule ended at 85 % known lost 29-37 points, builds stopped at 90-93 % lost 5-9 (the shipped
+one: 92.7 % -> 84.0 %, GPTQ 2-bit 90.0 %), one trained on to 91 % lost 5. No build here met both
+``fp >= 90 %`` and ``RTN 2-bit loses >= 15`` (issue 15's targets): the shipped one meets the first
+and GPTQ's recovery, and misses the second (8.7 points).
+Determinism: one thread, fp32 training, fixed seeds; the shipped weights are bf16 and carry their
+sha256 (``TRAINED_TEXT_SHA256``) and the training record in ``trained_text/README.md``. The properties
+(fp accuracy, what RTN and GPTQ at 2 and 4 bits cost) are asserted by ``tests/test_reference_text.py``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from transformers import Ernie4_5_MoeConfig, Ernie4_5_MoeForCausalLM
+
+from quantkit.reference.tiny import ROPE_THETA, _set_generation_ids, _special_ids
+from quantkit.reference.tokenizer import TEXT_CHAT_TEMPLATE, build_ernie_tokenizer, padded_vocab_size
+from quantkit.reference.trained import RouterLoad
+
+TRAINED_TEXT_DIR = Path(__file__).resolve().parent / "trained_text"
+WEIGHTS = "model.safetensors"
+TRAINED_TEXT_SHA256 = "226765bb026e0b2127c92322c2c21124049d135ba9f1ee3c5cad0979b424e9d3"
+
+TEXT_SIZES = {
+    "hidden_size": 256,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_hidden_layers": 3,
+    "intermediate_size": 256,
+    "moe_num_experts": 8,
+    "moe_k": 2,
+    "moe_intermediate_size": 256,
+    "moe_num_shared_experts": 0,
+    "moe_layer_start_index": 0,
+}
+KEY_DIGITS = 3
+VALUE_DIGITS = 6
+SPLIT_SEEDS = {"eval": 77003, "calib": 91009}
+
+
+@dataclass(frozen=True)
+class TextTrainConfig:
+    facts: int = 900
+    steps: int = 7000
+    batch_size: int = 32
+    lr: float = 1.5e-3
+    min_lr_ratio: float = 0.02
+    warmup: int = 50
+    weight_decay: float = 0.0
+    bias_update: float = 2e-3
+    seed: int = 0
+    table_seed: int = 20261207
+    key_digits: int = KEY_DIGITS
+    # Curriculum: batches come from the first ``curriculum_start`` pairs, a pool that grows linearly to
+    # the whole table over ``curriculum_steps``. A small table leaves the loss plateau (learning to look
+    # a 3-token key up at all) in a few hundred steps; the whole table from step 0 sat there ~2500.
+    curriculum_start: int = 100
+    curriculum_steps: int = 1500
+    # Stop once this share of the whole table is recalled (checked every ``check_every`` steps): a
+    # table learned just past that point is held with the small margins of a model at capacity, as
+    # real models hold facts; trained on to the end of the schedule, margins grow until no
+    # quantization error reaches them (module docstring). None: the whole schedule.
+    stop_accuracy: float | None = 0.92
+    check_every: int = 250
+
+
+def text_config(tokenizer, sizes: dict = TEXT_SIZES) -> Ernie4_5_MoeConfig:
+    s = sizes
+    return Ernie4_5_MoeConfig(
+        vocab_size=padded_vocab_size(tokenizer), hidden_size=s["hidden_size"],
+        intermediate_size=s["intermediate_size"], num_hidden_layers=s["num_hidden_layers"],
+        num_attention_heads=s["num_attention_heads"], num_key_value_heads=s["num_key_value_heads"],
+        max_position_embeddings=131072, rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+        moe_num_experts=s["moe_num_experts"], moe_k=s["moe_k"], moe_intermediate_size=s["moe_intermediate_size"],
+        moe_num_shared_experts=s["moe_num_shared_experts"], moe_layer_start_index=s["moe_layer_start_index"],
+        moe_layer_end_index=s["num_hidden_layers"] - 1, moe_layer_interval=1, moe_use_aux_free=True,
+        use_bias=False, tie_word_embeddings=True, **_special_ids(tokenizer))
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+def facts(n: int, table_seed: int, key_digits: int = KEY_DIGITS) -> list[tuple[str, str]]:
+    """``n`` (key, value) pairs: distinct ``key_digits``-digit keys, random ``VALUE_DIGITS``-digit values."""
+    if not 0 < n <= 10 ** key_digits:
+        raise ValueError(f"{n} facts: {key_digits}-digit keys allow 1..{10 ** key_digits}")
+    rng = random.Random(table_seed)
+    keys = rng.sample(range(10 ** key_digits), n)
+    return [(f"{k:0{key_digits}d}", f"{rng.randrange(10 ** VALUE_DIGITS):0{VALUE_DIGITS}d}") for k in keys]
+
+
+def split(table: list[tuple[str, str]], name: str, n: int) -> list[tuple[str, str]]:
+    """``n`` pairs of the ``eval`` or ``calib`` split: disjoint, deterministic subsets of the table."""
+    order = list(range(len(table)))
+    random.Random(SPLIT_SEEDS["eval"]).shuffle(order)
+    half = len(order) // 2
+    chosen = order[:half] if name == "eval" else order[half:]
+    return [table[i] for i in chosen[:n]]
+
+
+TABLE_RECORD = "reference.json"  # in the model directory: the table's parameters
+
+
+def reference_table(model_dir: str | Path) -> list[tuple[str, str]]:
+    """The table a built reference memorised, from its ``reference.json``."""
+    rec = json.loads((Path(model_dir) / TABLE_RECORD).read_text())
+    if rec.get("value_digits") != VALUE_DIGITS:
+        raise ValueError(f"{model_dir}: values of {rec.get('value_digits')} digits; this code builds {VALUE_DIGITS}")
+    return facts(int(rec["facts"]), int(rec["table_seed"]), int(rec["key_digits"]))
+
+
+def messages(key: str, value: str | None) -> list[dict]:
+    turns = [{"role": "user", "content": key}]
+    if value is not None:
+        turns.append({"role": "assistant", "content": value})
+    return turns
+
+
+def write_calibration_jsonl(pairs: list[tuple[str, str]], path: str | Path) -> Path:
+    """The calibration samples JSONL (``quantkit calibrate --samples``): one conversation per pair."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"id": f"kv-{i}", "kind": "fact", "lang": "en", "messages": messages(k, v)})
+             for i, (k, v) in enumerate(pairs)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_eval_jsonl(pairs: list[tuple[str, str]], path: str | Path) -> Path:
+    """The evaluation set for ``quantkit profile --eval``: the same conversations (the last message is
+    the reference answer, scored by exact match)."""
+    return write_calibration_jsonl(pairs, path)
+
+
+def encode(tokenizer, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, int, int]:
+    """Token ids [N, T] of the full conversations, the index of the first answer token and its length
+    (all conversations have the same length: digits are single tokens)."""
+    rows = []
+    for key, value in pairs:
+        text = tokenizer.apply_chat_template(messages(key, value), tokenize=False)
+        rows.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    head = tokenizer.apply_chat_template(messages(pairs[0][0], None), tokenize=False, add_generation_prompt=True)
+    start = len(tokenizer(head, add_special_tokens=False)["input_ids"])
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError("conversations of different lengths")
+    return torch.tensor(rows), start, len(rows[0]) - start
+
+
+def answer_correct(model, ids: torch.Tensor, start: int, length: int, batch: int = 512) -> torch.Tensor:
+    """Teacher-forced exact match of the answer (value digits + end of sentence) = greedy decoding."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(ids), batch):
+            chunk = ids[i: i + batch]
+            logits = model(input_ids=chunk).logits[:, start - 1: start - 1 + length]
+            out.append((logits.argmax(-1) == chunk[:, start: start + length]).all(-1))
+    return torch.cat(out)
+
+
+def evaluate(model, tokenizer, pairs: list[tuple[str, str]]) -> dict:
+    ids, start, length = encode(tokenizer, pairs)
+    correct = answer_correct(model, ids, start, length)
+    return {"accuracy": round(correct.float().mean().item(), 4), "items": len(pairs)}
+
+
+# -- training --------------------------------------------------------------------------------------
+
+def build_model(tokenizer, seed: int) -> Ernie4_5_MoeForCausalLM:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Ernie4_5_MoeForCausalLM(text_config(tokenizer))
+        # transformers leaves the router at zero (every expert ties): start it small and random.
+        for m in model.modules():
+            if type(m).__name__ == "Ernie4_5_MoeTopKRouter":
+                torch.nn.init.normal_(m.weight, std=0.02)
+    _set_generation_ids(model, tokenizer)
+    return model
+
+
+def train(model, tokenizer, cfg: TextTrainConfig, log: Callable[[str], None] = print,
+          probe: Callable[[int], None] | None = None) -> dict:
+    """AdamW on the answer tokens (module docstring); ``probe(step)`` every 50 steps (logging only).
+    Stops early once ``cfg.stop_accuracy`` of the table is recalled (checked every ``cfg.check_every``)."""
+    torch.manual_seed(cfg.seed)
+    table = facts(cfg.facts, cfg.table_seed, cfg.key_digits)
+    ids, start, length = encode(tokenizer, table)
+    targets = ids[:, 1:].clone()
+    targets[:, : start - 1] = -100  # loss on the answer (value digits and end of sentence) only
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    load = RouterLoad(model, router_class="Ernie4_5_MoeTopKRouter")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order, pos, losses, t0 = torch.randperm(len(ids), generator=gen), 0, [], time.perf_counter()
+    model.train()
+    for step in range(cfg.steps):
+        pool = min(len(ids), cfg.curriculum_start + (len(ids) - cfg.curriculum_start) * step // max(1, cfg.curriculum_steps))
+        if pool < len(ids):
+            idx = torch.randint(0, pool, (cfg.batch_size,), generator=gen)
+        else:
+            if pos + cfg.batch_size > len(ids):
+                order, pos = torch.randperm(len(ids), generator=gen), 0
+            idx = order[pos: pos + cfg.batch_size]
+            pos += cfg.batch_size
+        warm = min(1.0, (step + 1) / cfg.warmup)
+        cos = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
+        logits = model(input_ids=ids[idx]).logits[:, :-1]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[idx].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        load.update_bias(cfg.bias_update)
+        losses.append(loss.item())
+        if (step + 1) % 50 == 0:
+            log(f"step {step + 1}: loss {sum(losses[-50:]) / 50:.4f} ({time.perf_counter() - t0:.0f} s)")
+            if probe is not None:
+                model.eval()
+                probe(step + 1)
+                model.train()
+                load.counts = {}  # evaluation forwards do not count as routed training tokens
+        if cfg.stop_accuracy is not None and (step + 1) % cfg.check_every == 0:
+            model.eval()
+            recalled = answer_correct(model, ids, start, length).float().mean().item()
+            model.train()
+            load.counts = {}
+            log(f"step {step + 1}: {recalled:.2%} of the table recalled")
+            if recalled >= cfg.stop_accuracy:
+                stopped = step + 1
+                break
+    else:
+        stopped = None
+    load.close()
+    model.eval()
+    return {"train_seconds": round(time.perf_counter() - t0, 1), "stopped_at_step": stopped,
+            "loss_every_100": [round(sum(losses[i: i + 100]) / len(losses[i: i + 100]), 4)
+                               for i in range(0, len(losses), 100)]}
+
+
+def build_trained_text_reference(out_dir: str | Path, cfg: TextTrainConfig = TextTrainConfig(),
+                                 log: Callable[[str], None] = print, eval_items: int = 300) -> Path:
+    """Train the text reference and save it (bf16 safetensors, config, tokenizer, card)."""
+    from quantkit.loader import load_source
+    from quantkit.manifest import sha256_file
+
+    out_dir = Path(out_dir)
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    tokenizer = build_ernie_tokenizer(out_dir, TEXT_CHAT_TEMPLATE, multimodal=False)
+    model = build_model(tokenizer, cfg.seed)
+    table = facts(cfg.facts, cfg.table_seed, cfg.key_digits)
+    eval_pairs = split(table, "eval", eval_items)
+
+    def probe(step):
+        if step % 250 == 0 or step == cfg.steps:
+            log(f"  eval accuracy {evaluate(model, tokenizer, eval_pairs)}")
+
+    record = {"config": asdict(cfg), "sizes": TEXT_SIZES}
+    record.update(train(model, tokenizer, cfg, log=log, probe=probe))
+    model.to(torch.bfloat16).save_pretrained(out_dir, max_shard_size="50MB")
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / TABLE_RECORD).write_text(json.dumps({"facts": cfg.facts, "table_seed": cfg.table_seed,
+                                                    "key_digits": cfg.key_digits, "value_digits": VALUE_DIGITS}) + "\n")
+    record.update({"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                   "machine": platform.machine(), "threads": torch.get_num_threads()})
+    record["sha256"] = sha256_file(out_dir / WEIGHTS)
+    record["params"] = sum(p.numel() for p in model.parameters())
+    record["eval_accuracy_stored"] = evaluate(load_source(out_dir), tokenizer, eval_pairs)
+    record["total_seconds"] = round(time.perf_counter() - started, 1)
+    _write_card(out_dir, record)
+    log(json.dumps({k: record[k] for k in ("sha256", "total_seconds", "eval_accuracy_stored")}, indent=1))
+    return out_dir
+
+
+def _write_card(out_dir: Path, record: dict) -> None:
+    params = record["params"]
+    acc = record["eval_accuracy_stored"]
+    text = (
+        "# quantkit trained text reference: a small ERNIE-4.5 text MoE (Ernie4_5_MoeForCausalLM)\n\n"
+        "Trained by `python scripts/train_text_reference.py` on a synthetic key -> value table "
+        "(`quantkit/reference/trained_text.py`): every pair must be stored in the weights, so quantization "
+        "error shows as forgotten facts. Not a useful model: a reference for measuring quantization.\n\n"
+        f"- {params:,} parameters, bf16, sha256 `{record['sha256']}`\n"
+        f"- eval-split query accuracy (exact match of the value, {acc['items']} memorised pairs): {acc['accuracy']:.1%}\n"
+        f"- built in {record['total_seconds']:.0f} s on {record['threads']} thread "
+        f"({record['cpu_capability']}, torch {record['torch']})\n\n"
+        "## Training record\n\n```json\n" + json.dumps(record, indent=1) + "\n```\n")
+    (out_dir / "README.md").write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m quantkit.reference.trained_text {eval,calib} N OUT.jsonl [--model DIR]``: write ``N``
+    pairs of a split of the reference's table as samples JSONL (for ``quantkit profile --eval`` /
+    ``quantkit calibrate --samples``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m quantkit.reference.trained_text", description=main.__doc__)
+    parser.add_argument("split", choices=tuple(SPLIT_SEEDS))
+    parser.add_argument("n", type=int, help="pairs to write")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--model", type=Path, default=TRAINED_TEXT_DIR, help="the reference (its reference.json)")
+    args = parser.parse_args(argv)
+    pairs = split(reference_table(args.model), args.split, args.n)
+    path = write_calibration_jsonl(pairs, args.out)
+    print(f"{len(pairs)} {args.split} pairs written: {path}")
+
+
+if __name__ == "__main__":
+    main()
