@@ -68,7 +68,9 @@ publish: $(BUILD)/.installed
 # Overrides: BENCH_LAYERS (MoE layer counts, one process each: 1,2,3 shows RSS against depth),
 # BENCH_TOKENS, BENCH_DENSE=1 (also the dense layer 0), BENCH_LOOP=0 (skip batched vs per-expert
 # loop), BENCH_VIT=0, BENCH_ACCURACY=0 (skip `make profile`), BENCH_THREADS (default: the core
-# count), BENCH_KEEP=0 (delete the generated checkpoint afterwards; `make bench-clean` does too).
+# count), BENCH_KEEP=0 (delete the generated checkpoint afterwards; `make bench-clean` does too),
+# BENCH_ALLOC=0 (skip the allocator's cost at the real shapes, bench/allocate_cost.py, ~3 min, and the
+# llama.cpp recipe comparison on the text reference, bench/llama_recipes.py, ~3 min).
 BENCH_LAYERS ?= 1
 BENCH_TOKENS ?= 16384
 BENCH_DENSE ?= 0
@@ -76,6 +78,7 @@ BENCH_LOOP ?= 1
 BENCH_VIT ?= 1
 BENCH_ACCURACY ?= 1
 BENCH_KEEP ?= 1
+BENCH_ALLOC ?= 1
 BENCH_THREADS ?= $(shell nproc)
 BENCH_CACHE ?= $(or $(TMPDIR),/tmp)/quantkit-bench
 BENCH_ENV = OMP_NUM_THREADS=$(BENCH_THREADS) BENCH_THREADS=$(BENCH_THREADS) BENCH_LAYERS=$(BENCH_LAYERS) \
@@ -89,6 +92,15 @@ bench: $(BUILD)/.installed
 	$(BENCH_ENV) BENCH_ACCURACY_SINCE=$$(cat $(BUILD)/.bench-started) \
 	  BENCH_COMMAND="make bench BENCH_LAYERS=$(BENCH_LAYERS) BENCH_TOKENS=$(BENCH_TOKENS) BENCH_DENSE=$(BENCH_DENSE) BENCH_THREADS=$(BENCH_THREADS)" \
 	  $(PY) -m bench.run_bench
+	@if [ "$(BENCH_ALLOC)" = 1 ]; then OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) -m bench.allocate_cost --threads $(BENCH_THREADS) \
+	  && $(PY) -m bench.llama_recipes; fi
+
+# The pieces of issue 15's benchmark alone: the allocator's cost at the real shapes (against a quarter
+# of the 4-bit quantize run in bench/results), and the allocated GGUF against llama.cpp's own recipes.
+.PHONY: bench-alloc
+bench-alloc: $(BUILD)/.installed
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) -m bench.allocate_cost --threads $(BENCH_THREADS)
+	$(PY) -m bench.llama_recipes
 
 # The same path at tiny shapes (seconds): results in $(BUILD)/bench-smoke.
 bench-smoke: $(BUILD)/.installed
@@ -102,22 +114,47 @@ bench-clean:
 bench-checkpoint: $(BUILD)/.installed
 	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) -m bench.checkpoint_cost
 
-# The memory / accuracy tradeoff (issue 4) on the trained reference model (quantkit/reference/trained,
-# shipped; retrained by scripts/train_reference.py only if absent): calibrate once on the task's
-# calibration split (every second sample ends on the serving-time prompt), quantize to 8/4/2 bits
-# with GPTQ and with RTN from profiles/, profile all six against the reference.
-# Report: build/profile/report/{report.md,report.json,tradeoff.png}. About a minute on 2 CPU cores.
+# The memory / accuracy tradeoff (issues 4, 15) on the two trained reference models, both shipped
+# (retrained by their scripts only if absent):
+# - VL (quantkit/reference/trained): calibrate once on the task's calibration split, quantize to
+#   8/4/3/2 bits with GPTQ and with RTN from profiles/, plus allocated variants (--target-size, vLLM
+#   units, group 64) at the uniform 3-bit size and between uniform 2- and 4-bit; profile them all.
+# - text (quantkit/reference/trained_text): the same as GGUF for llama.cpp with the budget profile
+#   ernie45-moe-gguf-fit (uniform 4/3/2-bit routed experts, GPTQ and RTN, plus allocated variants), evaluated on
+#   the table's eval queries.
+# Reports: build/profile/report{,-text}/{report.md,report.json,tradeoff.png}. A few minutes on 2 cores.
 TRAINED_REF := quantkit/reference/trained
+TEXT_REF := quantkit/reference/trained_text
+FIT_PROFILE := profiles/ernie45-moe-gguf-fit.yaml
 PROFILE_DIR := $(BUILD)/profile
+PV := $(PROFILE_DIR)/variants
 
-.PHONY: profile
-profile: $(BUILD)/.installed
+.PHONY: profile profile-vl profile-text
+profile: profile-vl profile-text
+
+profile-vl: $(BUILD)/.installed
 	@test -f $(TRAINED_REF)/model.safetensors || $(PY) scripts/train_reference.py --out $(TRAINED_REF)
 	$(PY) -m quantkit.reference.task calib 32 $(PROFILE_DIR)/calib-set/samples.jsonl --answers half
 	quantkit calibrate $(TRAINED_REF) --samples $(PROFILE_DIR)/calib-set/samples.jsonl --out $(PROFILE_DIR)/calib --overwrite
-	@for b in 8 4 2; do \
-	  quantkit quantize $(TRAINED_REF) --bits $$b --calib $(PROFILE_DIR)/calib --out $(PROFILE_DIR)/variants/trained-w$$b-gptq --overwrite || exit 1; \
-	  quantkit quantize $(TRAINED_REF) --bits $$b --method rtn --out $(PROFILE_DIR)/variants/trained-w$$b-rtn --overwrite || exit 1; \
+	@for b in 8 4 3 2; do \
+	  quantkit quantize $(TRAINED_REF) --bits $$b --calib $(PROFILE_DIR)/calib --out $(PV)/trained-w$$b-gptq --overwrite || exit 1; \
+	  quantkit quantize $(TRAINED_REF) --bits $$b --method rtn --out $(PV)/trained-w$$b-rtn --overwrite || exit 1; \
 	done
+	$(PY) scripts/allocation_sweep.py $(TRAINED_REF) --calib $(PROFILE_DIR)/calib --profile profiles/ernie45-vl-w4.yaml --group-size 64 --out $(PV)/trained-alloc
 	rm -rf $(PROFILE_DIR)/report
-	quantkit profile $(TRAINED_REF) $(foreach b,8 4 2,$(PROFILE_DIR)/variants/trained-w$(b)-gptq $(PROFILE_DIR)/variants/trained-w$(b)-rtn) --out $(PROFILE_DIR)/report
+	quantkit profile $(TRAINED_REF) $(foreach b,8 4 3 2,$(PV)/trained-w$(b)-gptq $(PV)/trained-w$(b)-rtn) \
+	  $(PV)/trained-alloc/alloc-* --out $(PROFILE_DIR)/report
+
+profile-text: $(BUILD)/.installed
+	@test -f $(TEXT_REF)/model.safetensors || $(PY) scripts/train_text_reference.py --out $(TEXT_REF)
+	$(PY) -m quantkit.reference.trained_text calib 256 $(PROFILE_DIR)/text/calib.jsonl
+	$(PY) -m quantkit.reference.trained_text eval 300 $(PROFILE_DIR)/text/eval.jsonl
+	quantkit calibrate $(TEXT_REF) --samples $(PROFILE_DIR)/text/calib.jsonl --out $(PROFILE_DIR)/text/calib --overwrite
+	@for b in 4 3 2; do \
+	  quantkit quantize $(TEXT_REF) --profile $(FIT_PROFILE) --bits $$b --calib $(PROFILE_DIR)/text/calib --out $(PV)/text-w$$b-gptq --overwrite || exit 1; \
+	  quantkit quantize $(TEXT_REF) --profile $(FIT_PROFILE) --bits $$b --method rtn --out $(PV)/text-w$$b-rtn --overwrite || exit 1; \
+	done
+	$(PY) scripts/allocation_sweep.py $(TEXT_REF) --calib $(PROFILE_DIR)/text/calib --profile $(FIT_PROFILE) --out $(PV)/text-alloc
+	rm -rf $(PROFILE_DIR)/report-text
+	quantkit profile $(TEXT_REF) $(foreach b,4 3 2,$(PV)/text-w$(b)-gptq $(PV)/text-w$(b)-rtn) \
+	  $(PV)/text-alloc/alloc-* --eval $(PROFILE_DIR)/text/eval.jsonl --out $(PROFILE_DIR)/report-text

@@ -143,3 +143,21 @@ def test_cli_profile(trained_variants, tmp_path):
     assert again["variants"][0]["accuracy"]["kl"] == data["variants"][0]["accuracy"]["kl"]
     bad = CliRunner().invoke(main, ["profile", str(TRAINED_DIR), str(TRAINED_DIR), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a quantkit/GPTQ variant" in bad.output
+
+
+def test_profile_of_a_text_only_model_and_its_gguf_variants(tiny_text, tiny_text_gguf, tmp_path):
+    """Text-only references profile too (the text reference of `make profile`): the tokenizer is the
+    "processor", MoE blocks return a tensor (not a tuple), every position is a text position."""
+    lines = [json.dumps({"id": f"kv-{i}", "kind": "fact", "lang": "en",
+                         "messages": [{"role": "user", "content": f"{100 + i}"},
+                                      {"role": "assistant", "content": f"{731200 + 7 * i}"}]}) for i in range(6)]
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("\n".join(lines) + "\n")
+    rep = profile(ProfileOptions(reference=str(tiny_text), variants=[str(tiny_text_gguf["w4"]), str(tiny_text_gguf["w2"])],
+                                 out=tmp_path / "report", eval=str(eval_file), cuda="off"))
+    assert rep["eval"]["items"] == 6 and rep["eval"]["positions"]["image"] == 0
+    kl = {v["expert_bits"]: v["accuracy"]["kl"]["all"] for v in rep["variants"]}
+    assert 0 < kl[4] < kl[2]
+    assert {v["series"] for v in rep["variants"]} == {"gptq"}
+    assert set(rep["variants"][0]["accuracy"]["moe_error"]) == {"1.text", "2.text"}
+    assert (tmp_path / "report" / "tradeoff.png").stat().st_size > 10_000

@@ -73,7 +73,11 @@ def _describe_variant(path: Path) -> dict:
     method = scheme.split("-")[0] if "-" in scheme else ",".join(m.get("method") or ["?"])
     m_bits = re.search(r"-w(\d+)", scheme)
     bits = int(m_bits.group(1)) if m_bits else None
+    allocated = bool(m.get("allocation"))
+    if allocated:  # bits chosen per unit (--target-size / --vram): its own series on the plot
+        scheme, bits = f"allocated ({', '.join(sorted(set(schemes)))})", None
     return {"method": method, "expert_bits": bits, "expert_scheme": scheme,
+            "series": f"{method} allocated" if allocated else method,
             "profile": (m.get("profile") or {}).get("name")}
 
 

@@ -290,7 +290,8 @@ def plot(report: dict, path: Path) -> Path:
         ("kl", "mean KL(reference ‖ variant) per token (nats, log scale)",
          lambda v: v["accuracy"]["kl"]["all"], True),
     )
-    colours = {"gptq": "tab:blue", "rtn": "tab:orange"}
+    colours = {"gptq": "tab:blue", "rtn": "tab:orange", "gptq allocated": "tab:green", "rtn allocated": "tab:olive"}
+    series = sorted({_series(v) for v in variants}, key=lambda s: (s not in colours, s))
     for ax, (key, ylabel, value, log) in zip(axes, panels):
         front = set(report["pareto"][key])
         pts = []
@@ -301,13 +302,18 @@ def plot(report: dict, path: Path) -> Path:
                 y = max(y, 1e-9)
             pts.append((x, y, v))
             on = v["name"] in front
-            ax.scatter([x], [y], s=90 if on else 45, color=colours.get(v["method"], "tab:gray"),
+            ax.scatter([x], [y], s=90 if on else 45, color=colours.get(_series(v), "tab:gray"),
                        edgecolors="black" if on else "none", linewidths=1.5, zorder=3)
             label = v["name"] if log else f"{v['name']} ({v['accuracy']['task']['flips']} flips)"
             spot = (round(x, 2), float(f"{y:.2g}"))
             stacked = placed.get(spot, 0)
             placed[spot] = stacked + 1
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 5 + 11 * stacked), fontsize=8)
+        for s in series:  # each series (uniform widths of a method, allocations) as a line by size
+            line = sorted((x, y) for x, y, v in pts if _series(v) == s)
+            if len(line) > 1:
+                ax.plot([p[0] for p in line], [p[1] for p in line], color=colours.get(s, "tab:gray"), lw=1,
+                        alpha=0.6, zorder=2)
         fp = sorted((x, y) for x, y, v in pts if v["name"] in front)
         if fp:
             ax.step([p[0] for p in fp], [p[1] for p in fp], where="post", color="black", lw=1, ls="--", zorder=2,
@@ -320,14 +326,19 @@ def plot(report: dict, path: Path) -> Path:
         ax.set_xlabel("weight bytes of the variant's files (MB)")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-        for method, c in colours.items():
-            ax.scatter([], [], color=c, label=method.upper())
+        for s in series:
+            ax.scatter([], [], color=colours.get(s, "tab:gray"),
+                       label=s.upper() if s in ("gptq", "rtn") else s.replace("gptq", "GPTQ").replace("rtn", "RTN"))
         ax.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"quantkit profile: accuracy loss vs size, {ref['name']} "
                  f"({report['eval']['items']} held-out items)", fontsize=11)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _series(v: dict) -> str:
+    return v.get("series") or v["method"]
 
 
 def write(report: dict, out: Path) -> dict[str, Path]:
