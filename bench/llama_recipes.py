@@ -10,7 +10,8 @@
 - quantkit's side: one calibration on the reference's calibration split, then `--target-size` at
   each recipe's file size (tensor bytes = their file size - this file's header and tokenizer), so the
   allocated file is no larger than theirs; and uniform 3- and 4-bit routed experts (`--bits`), with an
-  allocation at the uniform 3-bit file's size. The base profile is `profiles/ernie45-moe-gguf-fit.yaml`.
+  allocation at the uniform 3-bit file's size. The base profile is `profiles/ernie45-moe-gguf-fit.yaml`
+  with the tied embedding as Q8_0 (`fit_profile`).
 - Every model runs in llama.cpp (llama-cpp-python, one thread) on the held-out queries; the
   reference distribution is the unquantized GGUF's, in the same engine. Reported: mean KL per
   position over the answer positions (value digits and end of sentence: what the model learned) and
@@ -41,6 +42,24 @@ rules:
   - name: ".*"
     keep: true
 """
+
+
+def fit_profile(work: Path) -> Path:
+    """The shipped budget profile with the tied embedding / output head stored as Q8_0 (53 % of BF16):
+    llama.cpp's recipes quantize it (Q6_K in Q3_K_M and Q4_K_M), so at their file size a BF16 embedding
+    would leave the experts a smaller budget than theirs. Everything else as shipped."""
+    import yaml
+
+    prof = yaml.safe_load(FIT_PROFILE.read_text())
+    prof["name"] += "-q8-embedding"
+    for rule in prof["rules"]:
+        if isinstance(rule.get("role"), list) and "embedding" in rule["role"]:
+            rule["role"] = [r for r in rule["role"] if r not in ("embedding", "lm_head")]
+    prof["rules"].insert(1, {"role": ["embedding", "lm_head"], "gguf_type": "Q8_0", "method": "rtn",
+                             "why": "as llama.cpp's recipes, which quantize the embedding"})
+    path = work / "fit-profile.yaml"
+    path.write_text(yaml.safe_dump(prof, sort_keys=False))
+    return path
 
 
 def source_gguf(model: Path, work: Path) -> Path:
@@ -121,17 +140,18 @@ def compare(model: Path, work: Path, *, items: int = 300, calib_items: int = 256
     samples = tt.write_calibration_jsonl(tt.split(table, "calib", calib_items), work / "calib.jsonl")
     calib, _ = calibrate(CalibrateOptions(model=str(model), out=work / "calib", samples=str(samples), overwrite=True))
     overhead = src.stat().st_size - _tensor_bytes(src)
+    profile = fit_profile(work)
     files: dict[str, Path] = {"source": src}
 
     def allocated(name: str, size_of: Path) -> None:
         # quantkit writes the same header and tokenizer; 4 KB spare for tensor alignment padding
         budget = size_of.stat().st_size - overhead - 4096
-        out = quantize(QuantizeOptions(model=str(model), out=work / name.replace(" ", "-"), profile=str(FIT_PROFILE),
+        out = quantize(QuantizeOptions(model=str(model), out=work / name.replace(" ", "-"), profile=str(profile),
                                        calib=calib, target_size=budget, overwrite=True))
         files[name] = gguf_file(out)
 
     for bits in (3, 4):
-        out = quantize(QuantizeOptions(model=str(model), out=work / f"uniform-w{bits}", profile=str(FIT_PROFILE),
+        out = quantize(QuantizeOptions(model=str(model), out=work / f"uniform-w{bits}", profile=str(profile),
                                        bits=bits, calib=calib, overwrite=True))
         files[f"quantkit uniform {bits}-bit experts"] = gguf_file(out)
     allocated("quantkit allocated <= uniform 3-bit experts", files["quantkit uniform 3-bit experts"])
@@ -147,7 +167,7 @@ def compare(model: Path, work: Path, *, items: int = 300, calib_items: int = 256
         log(f"{name:<34} {rows[name]['file_bytes']:>10,} B  KL answer {rows[name]['kl_answer']:.4g}  "
             f"KL all {rows[name]['kl_all']:.4g}  accuracy {rows[name]['accuracy']:.3f}")
     return {"model": str(model), "eval_items": len(sequences), "calib_items": calib_items, "rows": rows,
-            "build_seconds": round(built, 1), "fit_profile": FIT_PROFILE.name}
+            "build_seconds": round(built, 1), "fit_profile": f"{FIT_PROFILE.name}, embedding Q8_0"}
 
 
 def _tensor_bytes(path: Path) -> int:
