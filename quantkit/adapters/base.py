@@ -285,6 +285,12 @@ class Adapter:
         return module
 
 
+def hidden_states(output):
+    """The hidden states a decoder layer or MoE block returned: transformers modules return either the
+    tensor or a tuple led by it (ERNIE-4.5-VL's MoE blocks add their router logits; text blocks do not)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 class LayerRunner:
     """How to run a family's model one decoder layer at a time (used by calibration and by
     sequential GPTQ). Subclasses name the transformers pieces; the streaming logic is generic."""

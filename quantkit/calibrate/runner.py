@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .. import host_memory
-from ..adapters.base import Adapter, LayerRunner
+from ..adapters.base import Adapter, LayerRunner, hidden_states
 from ..checkpoint import Checkpoint
 
 MODES = ("auto", "routed", "all")
@@ -244,10 +244,6 @@ def _expert_hidden(experts: nn.Module, k: int, x: torch.Tensor) -> torch.Tensor:
     return experts.act_fn(gate) * up
 
 
-def _layer_output(out):
-    return out[0] if isinstance(out, tuple) else out
-
-
 @dataclass
 class StreamResult:
     hidden: list[torch.Tensor]  # last hidden states of every sample (before the final norm)
@@ -378,7 +374,7 @@ class LayerStream:
     def _forward(self, layer, n, states, calib, mode):
         hooks = _LayerHooks(self.runner, self.adapter, n, layer, calib, mode) if calib else None
         try:
-            return [_layer_output(self.runner.run_layer(layer, n, h, kw)).float() for h, kw in states], hooks
+            return [hidden_states(self.runner.run_layer(layer, n, h, kw)).float() for h, kw in states], hooks
         finally:
             if hooks:
                 hooks.close()

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..adapters import adapter_for
+from ..adapters.base import hidden_states
 from ..reference import task
 
 
@@ -61,7 +62,7 @@ class EvalBatch:
 
 def prepare_batches(processor, items: list[task.Item], batch_size: int = 32) -> list[EvalBatch]:
     """Encode ``items`` (prompt + reference answer) and collate them into padded batches."""
-    pad = getattr(processor, "tokenizer", processor).pad_token_id
+    pad = task.tokenizer_of(processor).pad_token_id
     batches = []
     for i in range(0, len(items), batch_size):
         chunk = items[i:i + batch_size]
@@ -73,11 +74,6 @@ def prepare_batches(processor, items: list[task.Item], batch_size: int = 32) -> 
         batches.append(EvalBatch(inputs, b["answer_start"], b["lengths"], [it.kind for it in chunk], valid,
                                  (moe_mm != 0) & valid, (mm != 0) & valid))
     return batches
-
-
-def _block_output(output) -> torch.Tensor:
-    """A MoE block's hidden states: VL blocks return (hidden, router logits), text blocks the tensor."""
-    return output[0] if isinstance(output, tuple) else output
 
 
 class _Probe:
@@ -107,7 +103,7 @@ class _Probe:
                 hidden = args[0]
                 mm = args[1] if len(args) > 1 else None
                 self.block_in[n] = (hidden.detach(), None if mm is None else mm.detach())
-                self.block_out[n] = _block_output(output).detach()
+                self.block_out[n] = hidden_states(output).detach()
         return hook
 
     def _router_hook(self, n, modality):
@@ -246,7 +242,7 @@ def compare(ref: list[_Pass], var: list[_Pass], batches: list[EvalBatch], var_mo
                 hidden, mm = r.block_in[n]
                 block = probe.blocks[n]
                 args = (hidden.to(device),) if mm is None else (hidden.to(device), mm.to(device))
-                y_iso = _block_output(block(*args)).float().cpu()
+                y_iso = hidden_states(block(*args)).float().cpu()
                 y_var = v.block_out[n]
                 for modality, mask in (("text", b.valid & ~b.vision), ("vision", b.vision)):
                     if not mask.any():

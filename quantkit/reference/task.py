@@ -395,10 +395,16 @@ def _content(msg: dict) -> list[dict]:
 
 # -- model inputs ----------------------------------------------------------------------------------
 
+def tokenizer_of(processor):
+    """The tokenizer behind ``processor``: a VL model's processor holds one; a text-only model's
+    "processor" is its tokenizer."""
+    return getattr(processor, "tokenizer", processor)
+
+
 def prompt_text(processor, item: Item) -> str:
     """The user turn through the model's chat template, generation prompt added, thinking off."""
     # A text-only model's template (its tokenizer's) takes the content as a string, not as parts.
-    content = item.user_content() if hasattr(processor, "tokenizer") else item.question
+    content = item.user_content() if tokenizer_of(processor) is not processor else item.question
     messages = [{"role": "user", "content": content}]
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                          enable_thinking=False)
@@ -407,7 +413,7 @@ def prompt_text(processor, item: Item) -> str:
 def encode(processor, item: Item, *, with_answer: bool = True) -> dict:
     """One item as model inputs (batch of 1) plus ``answer_start``: the index of the first answer token
     (``input_ids[answer_start:]`` = the answer's tokens and ``<|end_of_sentence|>``)."""
-    tokenizer = getattr(processor, "tokenizer", processor)  # a text-only model's "processor" is its tokenizer
+    tokenizer = tokenizer_of(processor)
     prompt = prompt_text(processor, item)
     if tokenizer is processor:
         if item.image is not None:

@@ -93,6 +93,7 @@ TEXT_MOE_SIZES = {
     "moe_k": 2,
     "moe_intermediate_size": 256,
     "moe_num_shared_experts": 2,
+    "moe_layer_start_index": 1,  # a dense first layer, as the real checkpoints
 }
 # Image processor pixel budget: 56x56 .. 112x112 (the real processor allows up to 28*28*6177).
 IMAGE_MIN_PIXELS = 56 * 56
@@ -162,7 +163,7 @@ def tiny_vl_model(tokenizer, *, seed: int = 0) -> Ernie4_5_VLMoeForConditionalGe
 
 def tiny_text_moe_model(tokenizer, *, seed: int = 0) -> Ernie4_5_MoeForCausalLM:
     """The in-memory model ``build_tiny_text_moe`` saves."""
-    return _seeded_model(Ernie4_5_MoeForCausalLM, _tiny_text_moe_config(tokenizer), tokenizer, seed)
+    return _seeded_model(Ernie4_5_MoeForCausalLM, text_moe_config(tokenizer), tokenizer, seed)
 
 
 def remote_code_config(native_config: dict) -> dict:
@@ -283,8 +284,10 @@ def vl_config(tokenizer, sizes: dict = VL_SIZES) -> Ernie4_5_VLMoeConfig:
     )
 
 
-def _tiny_text_moe_config(tokenizer) -> Ernie4_5_MoeConfig:
-    s = TEXT_MOE_SIZES
+def text_moe_config(tokenizer, sizes: dict = TEXT_MOE_SIZES) -> Ernie4_5_MoeConfig:
+    """A small ERNIE-4.5 text MoE config of the given sizes (this module's tiny model, the trained text
+    reference), with the tokenizer's special-token ids."""
+    s = sizes
     return Ernie4_5_MoeConfig(
         vocab_size=padded_vocab_size(tokenizer),
         hidden_size=s["hidden_size"],
@@ -298,7 +301,7 @@ def _tiny_text_moe_config(tokenizer) -> Ernie4_5_MoeConfig:
         moe_k=s["moe_k"],
         moe_intermediate_size=s["moe_intermediate_size"],
         moe_num_shared_experts=s["moe_num_shared_experts"],
-        moe_layer_start_index=1,
+        moe_layer_start_index=s["moe_layer_start_index"],
         moe_layer_end_index=s["num_hidden_layers"] - 1,
         moe_layer_interval=1,
         moe_use_aux_free=True,

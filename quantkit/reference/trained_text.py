@@ -20,9 +20,10 @@ barely moves) than a model with spare capacity, which shrugs it off (see below f
 
 Splits: every pair is trained. ``eval`` and ``calib`` are disjoint deterministic subsets of the table
 (queries of memorised pairs, as "what is the capital of France" queries a fact a real model learned).
-``write_calibration_jsonl`` / ``write_eval_jsonl`` write them as samples JSONL (``quantkit calibrate
---samples`` / ``quantkit profile --eval``); ``reference.json`` in the model directory records the table's
-parameters, so ``reference_table`` rebuilds it from the directory alone.
+``write_calibration_jsonl`` writes them as samples JSONL (``quantkit calibrate --samples``, and
+``quantkit profile --eval``: the last message is the answer scored by exact match); ``reference.json``
+in the model directory records the table's parameters, so ``reference_table`` rebuilds it from the
+directory alone.
 
 Training: AdamW, cosine schedule, loss on the answer tokens; a curriculum (batches drawn from a pool of
 pairs that grows to the whole table) leaves the initial plateau sooner than the whole table at once.
@@ -51,10 +52,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from transformers import Ernie4_5_MoeConfig, Ernie4_5_MoeForCausalLM
+from transformers import Ernie4_5_MoeForCausalLM
 
-from quantkit.reference.tiny import ROPE_THETA, _set_generation_ids, _special_ids
-from quantkit.reference.tokenizer import TEXT_CHAT_TEMPLATE, build_ernie_tokenizer, padded_vocab_size
+from quantkit.reference.tiny import _set_generation_ids, text_moe_config
+from quantkit.reference.tokenizer import TEXT_CHAT_TEMPLATE, build_ernie_tokenizer
 from quantkit.reference.trained import RouterLoad
 
 TRAINED_TEXT_DIR = Path(__file__).resolve().parent / "trained_text"
@@ -102,19 +103,6 @@ class TextTrainConfig:
     # quantization error reaches them (module docstring). None: the whole schedule.
     stop_accuracy: float | None = 0.92
     check_every: int = 250
-
-
-def text_config(tokenizer, sizes: dict = TEXT_SIZES) -> Ernie4_5_MoeConfig:
-    s = sizes
-    return Ernie4_5_MoeConfig(
-        vocab_size=padded_vocab_size(tokenizer), hidden_size=s["hidden_size"],
-        intermediate_size=s["intermediate_size"], num_hidden_layers=s["num_hidden_layers"],
-        num_attention_heads=s["num_attention_heads"], num_key_value_heads=s["num_key_value_heads"],
-        max_position_embeddings=131072, rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
-        moe_num_experts=s["moe_num_experts"], moe_k=s["moe_k"], moe_intermediate_size=s["moe_intermediate_size"],
-        moe_num_shared_experts=s["moe_num_shared_experts"], moe_layer_start_index=s["moe_layer_start_index"],
-        moe_layer_end_index=s["num_hidden_layers"] - 1, moe_layer_interval=1, moe_use_aux_free=True,
-        use_bias=False, tie_word_embeddings=True, **_special_ids(tokenizer))
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -165,12 +153,6 @@ def write_calibration_jsonl(pairs: list[tuple[str, str]], path: str | Path) -> P
     return path
 
 
-def write_eval_jsonl(pairs: list[tuple[str, str]], path: str | Path) -> Path:
-    """The evaluation set for ``quantkit profile --eval``: the same conversations (the last message is
-    the reference answer, scored by exact match)."""
-    return write_calibration_jsonl(pairs, path)
-
-
 def encode(tokenizer, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, int, int]:
     """Token ids [N, T] of the full conversations, the index of the first answer token and its length
     (all conversations have the same length: digits are single tokens)."""
@@ -207,7 +189,7 @@ def evaluate(model, tokenizer, pairs: list[tuple[str, str]]) -> dict:
 def build_model(tokenizer, seed: int) -> Ernie4_5_MoeForCausalLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Ernie4_5_MoeForCausalLM(text_config(tokenizer))
+        model = Ernie4_5_MoeForCausalLM(text_moe_config(tokenizer, TEXT_SIZES))
         # transformers leaves the router at zero (every expert ties): start it small and random.
         for m in model.modules():
             if type(m).__name__ == "Ernie4_5_MoeTopKRouter":
