@@ -102,6 +102,11 @@ bench-alloc: $(BUILD)/.installed
 	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) -m bench.allocate_cost --threads $(BENCH_THREADS)
 	$(PY) -m bench.llama_recipes
 
+# Whether the allocator's objective ranks the text reference's units as the model does (~25 s).
+.PHONY: bench-sensitivity
+bench-sensitivity: $(BUILD)/.installed
+	OMP_NUM_THREADS=1 $(PY) -m bench.unit_sensitivity
+
 # The same path at tiny shapes (seconds): results in $(BUILD)/bench-smoke.
 bench-smoke: $(BUILD)/.installed
 	OMP_NUM_THREADS=1 $(PY) -m bench.run_bench --size smoke --layers 1,2 --tokens 1024 --seq-len 256 --threads 1 \

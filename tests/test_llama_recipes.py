@@ -1,8 +1,9 @@
 """Issue 15 acceptance on the trained text reference as GGUF, in the real engine: quantkit's allocated
 variant (--target-size at the file size of llama.cpp's own Q3_K_M / Q4_K_M, made by llama.cpp's
 quantizer from the same checkpoint) has a lower mean KL to the unquantized model than the recipe, with
-a file no larger; and at the size of uniform 3-bit experts the allocation's KL is below uniform's
-(0.71x; the issue's 0.7x is missed narrowly) with accuracy no worse. Everything runs in llama.cpp
+a file no larger. At the size of uniform 3-bit experts the issue asks for <= 0.7x uniform's KL with
+accuracy no worse; on this reference the allocation is worse than uniform (1.33x, README), an expected
+failure until the allocator's objective ranks this model's units right. Everything runs in llama.cpp
 (bench/llama_recipes.py; `python -m bench.llama_recipes` for the full figures).
 
 KL is taken where the model learned something: the answer positions (the value's digits and the end
@@ -31,13 +32,19 @@ def test_allocated_beats_llama_cpp_recipe_at_no_larger_size(result, recipe):
     assert ours["kl_answer"] < theirs["kl_answer"]
 
 
-def test_allocated_at_uniform_3bit_size(result):
+def test_allocated_at_uniform_3bit_size_is_no_larger(result):
     uniform = result["rows"]["quantkit uniform 3-bit experts"]
     ours = result["rows"]["quantkit allocated <= uniform 3-bit experts"]
     assert ours["file_bytes"] <= uniform["file_bytes"]
-    # Issue 15's target is <= 0.7x; measured 0.71x on the 300 queries (0.67x on the first 200), so the
-    # test holds 0.75x and the README and issue say the target is missed by that much.
-    assert ours["kl_answer"] <= 0.75 * uniform["kl_answer"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15 open: on the text reference the allocation at uniform "
+                   "Q3_K's size has 1.33x uniform's answer KL (3.80e-4 vs 2.85e-4): the objective mis-ranks "
+                   "this model's units (README, make profile-text)")
+def test_allocated_at_uniform_3bit_size_has_under_0_7x_the_kl(result):
+    uniform = result["rows"]["quantkit uniform 3-bit experts"]
+    ours = result["rows"]["quantkit allocated <= uniform 3-bit experts"]
+    assert ours["kl_answer"] <= 0.7 * uniform["kl_answer"]
     assert ours["accuracy"] >= uniform["accuracy"]
 
 

@@ -15,8 +15,8 @@ task: a synthetic key -> value table (``facts`` distinct ``KEY_DIGITS``-digit ke
 whole value (teacher-forced argmax = greedy decoding), so a few wrong digits lose the fact. Nothing about
 a value can be inferred from its key: every pair is stored in the weights, as the facts a real model
 knows are, and quantization error that moves a weight moves some fact. So the model reacts to low-bit
-quantization more as real models do (round-to-nearest 2-bit forgets facts, GPTQ 2-bit fewer, 4-bit
-barely moves) than a model with spare capacity, which shrugs it off (see below for how far that holds).
+quantization more as real models do (round-to-nearest 2-bit forgets facts, GPTQ 2-bit far fewer, 4-bit
+none) than a model with spare capacity, which shrugs it off (see below for what that took).
 
 Splits: every pair is trained. ``eval`` and ``calib`` are disjoint deterministic subsets of the table
 (queries of memorised pairs, as "what is the capital of France" queries a fact a real model learned).
@@ -27,14 +27,23 @@ directory alone.
 
 Training: AdamW, cosine schedule, loss on the answer tokens; a curriculum (batches drawn from a pool of
 pairs that grows to the whole table) leaves the initial plateau sooner than the whole table at once.
-Training stops once ``stop_accuracy`` of the table is recalled. How the model reacts to quantization
-depends on how it holds the table; measured on builds of this module (300 eval queries; routed
-experts at 2 bits, group 64, asymmetric; attention at 4): with a shared expert and a dense first layer
-holding the table (600-1200 facts, 97-100 % known) RTN 2-bit lost 0-0.3 points; without them, a build
-the schedule ended at 85 % known lost 29-37 points, builds stopped at 90-93 % lost 5-9 (the shipped
-one: 92.7 % -> 84.0 %, GPTQ 2-bit 90.0 %), one trained on to 91 % lost 5. No build here met both
-``fp >= 90 %`` and ``RTN 2-bit loses >= 15`` (issue 15's targets): the shipped one meets the first
-and GPTQ's recovery, and misses the second (8.7 points).
+How the model reacts to quantization depends on how it holds the table. Measured on builds of this
+module (300 eval queries; routed experts at 2 bits, group 64, asymmetric; attention at 4 bits):
+- With a shared expert and a dense first layer holding the table (600-1200 facts, 97-100 % known),
+  RTN 2-bit lost 0-0.3 points. Without them the routed experts hold it.
+- Experts initialised as transformers does (std 0.02; trained weights end near 0.08, so they are
+  mostly the table): 45 % relative Gaussian noise on every expert weight cost 5 points, RTN 2-bit
+  5-9 (builds stopped at 90-93 % recalled), the decision margins being wide against noise spread
+  over 256 dimensions.
+- Experts initialised at std 0.05-0.08 (~0.8-1.3/sqrt(hidden), the usual fan-in scale), so the table
+  is a perturbation of random-looking weights, and trained to the end of the schedule: how much of
+  the table the schedule leaves learned decides the rest. Ended at 99 % (std 0.06) / 98 % (0.08, 8000
+  steps): RTN 2-bit -11 points; ended at 90 % (0.08): -58, but RTN 4-bit -3.7; ended at 94 % (0.05,
+  the shipped build): fp 93.7 %, RTN 4-bit 93.7 %, RTN 2-bit 79.0 % (-14.7), GPTQ 2-bit 91.0 %.
+  A build the schedule ends with part of the table learned late, at a small learning rate, holds
+  those facts with small margins, as a real model holds its rarer facts.
+Issue 15's targets (fp >= 90 %, RTN 4-bit loses <= 3 points, RTN 2-bit >= 15, GPTQ 2-bit recovers half
+of that): the shipped build meets three, and misses the 15 points by one query (44 of 300 lost).
 Determinism: one thread, fp32 training, fixed seeds; the shipped weights are bf16 and carry their
 sha256 (``TRAINED_TEXT_SHA256``) and the training record in ``trained_text/README.md``. The properties
 (fp accuracy, what RTN and GPTQ at 2 and 4 bits cost) are asserted by ``tests/test_reference_text.py``.
@@ -60,7 +69,7 @@ from quantkit.reference.trained import RouterLoad
 
 TRAINED_TEXT_DIR = Path(__file__).resolve().parent / "trained_text"
 WEIGHTS = "model.safetensors"
-TRAINED_TEXT_SHA256 = "226765bb026e0b2127c92322c2c21124049d135ba9f1ee3c5cad0979b424e9d3"
+TRAINED_TEXT_SHA256 = "8e9efbe6192b253702fe4e428fd139e72f63a7fa4d42aa48fa3d95cf450e9d03"
 
 TEXT_SIZES = {
     "hidden_size": 256,
@@ -97,12 +106,15 @@ class TextTrainConfig:
     # a 3-token key up at all) in a few hundred steps; the whole table from step 0 sat there ~2500.
     curriculum_start: int = 100
     curriculum_steps: int = 1500
-    # Stop once this share of the whole table is recalled (checked every ``check_every`` steps): a
-    # table learned just past that point is held with the small margins of a model at capacity, as
-    # real models hold facts; trained on to the end of the schedule, margins grow until no
-    # quantization error reaches them (module docstring). None: the whole schedule.
-    stop_accuracy: float | None = 0.92
+    # Stop once this share of the whole table is recalled (checked every ``check_every`` steps).
+    # None (the shipped build): the whole schedule, which ends with the table partly learned at a
+    # small learning rate (module docstring: how each choice reacts to quantization).
+    stop_accuracy: float | None = None
     check_every: int = 250
+    # std of the routed experts' initial weights (transformers' default is initializer_range 0.02):
+    # at ~0.8/sqrt(hidden) the table is a perturbation of random-looking weights, as knowledge is in
+    # real models' experts, instead of the weights being mostly the table (module docstring).
+    expert_init_std: float | None = 0.05
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -186,7 +198,7 @@ def evaluate(model, tokenizer, pairs: list[tuple[str, str]]) -> dict:
 
 # -- training --------------------------------------------------------------------------------------
 
-def build_model(tokenizer, seed: int) -> Ernie4_5_MoeForCausalLM:
+def build_model(tokenizer, seed: int, expert_init_std: float | None = None) -> Ernie4_5_MoeForCausalLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Ernie4_5_MoeForCausalLM(text_moe_config(tokenizer, TEXT_SIZES))
@@ -194,6 +206,11 @@ def build_model(tokenizer, seed: int) -> Ernie4_5_MoeForCausalLM:
         for m in model.modules():
             if type(m).__name__ == "Ernie4_5_MoeTopKRouter":
                 torch.nn.init.normal_(m.weight, std=0.02)
+        if expert_init_std is not None:
+            torch.manual_seed(seed + 1)
+            for name, p in model.named_parameters():
+                if ".experts." in name and p.dim() == 3:  # the stacked gate_up_proj / down_proj
+                    torch.nn.init.normal_(p, std=expert_init_std)
     _set_generation_ids(model, tokenizer)
     return model
 
@@ -268,7 +285,7 @@ def build_trained_text_reference(out_dir: str | Path, cfg: TextTrainConfig = Tex
     torch.set_num_threads(1)
     started = time.perf_counter()
     tokenizer = build_ernie_tokenizer(out_dir, TEXT_CHAT_TEMPLATE, multimodal=False)
-    model = build_model(tokenizer, cfg.seed)
+    model = build_model(tokenizer, cfg.seed, cfg.expert_init_std)
     table = facts(cfg.facts, cfg.table_seed, cfg.key_digits)
     eval_pairs = split(table, "eval", eval_items)
 
