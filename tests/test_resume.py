@@ -24,29 +24,10 @@ def cli(*args, **kw) -> subprocess.CompletedProcess:
                           env=env, timeout=600, **kw)
 
 
-# The CLI as `python -m quantkit.cli` runs it, except that after printing its first layer line it waits
-# a few seconds: the tiny models finish their remaining layers in milliseconds, so without the pause a
-# signal sent on reading that line can arrive after the run has ended (exit 0: a race in the test, seen
-# in the full suite, not a lost Ctrl-C). The pause sits after the checkpoint, where a user's Ctrl-C lands.
-_HELD_CLI = """
-import sys, time
-from quantkit import progress
-shown = progress.ConsoleLog.progress
-def held(self, stage, done, total, unit="layer"):
-    shown(self, stage, done, total, unit)
-    if unit == "layer" and done == 1:
-        time.sleep(20)
-progress.ConsoleLog.progress = held
-from quantkit.cli import main
-sys.argv = ["quantkit", *sys.argv[1:]]
-main()
-"""
-
-
 def interrupted(args: list, after: str, sig=signal.SIGKILL) -> tuple[int, str]:
     """Run the CLI and send `sig` once stderr shows `after` (printed only after a checkpoint)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _HELD_CLI, *map(str, args)], stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "quantkit.cli", *map(str, args)], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True, env=env)
     seen = []
     for line in proc.stderr:
