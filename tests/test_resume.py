@@ -27,8 +27,12 @@ def cli(*args, **kw) -> subprocess.CompletedProcess:
 def interrupted(args: list, after: str, sig=signal.SIGKILL) -> tuple[int, str]:
     """Run the CLI and send `sig` once stderr shows `after` (printed only after a checkpoint)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # As a command typed at a terminal: SIGINT at its default. A test run started in the background by a
+    # non-interactive shell (`make test &`) ignores SIGINT, and an ignored signal is inherited across
+    # exec, so the CLI would never see the Ctrl-C this test sends (it finished with exit 0).
     proc = subprocess.Popen([sys.executable, "-m", "quantkit.cli", *map(str, args)], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, env=env)
+                            stdout=subprocess.DEVNULL, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stderr:
         seen.append(line)
