@@ -4,10 +4,11 @@ On the trained text reference, for every llama.cpp unit the allocator chooses (l
 gate/up/down expert tensor) and each of its narrow candidate widths: the objective quantkit.allocate
 computes for it from one calibration (RTN error tr(ΔW H ΔWᵀ), token- and routing-weighted, gate/up
 carried to the MLP output; the module docstring), and the mean KL(reference || model) measured with
-only that tensor round-to-nearest at that width (fp32 transformers model, eval split; KL on the answer
-positions and on all positions). An objective that ranks units right has a per-unit
-KL / objective ratio that does not depend on the unit; the report gives those ratios per layer and
-projection and the rank correlation over all (unit, width) pairs.
+only that tensor round-to-nearest at that width (fp32 transformers model, eval split; KL on the
+answer positions and on all positions, and accuracy, as `bench.llama_recipes.score` defines them).
+An objective that ranks units right has a per-unit KL / objective ratio that does not depend on the
+unit; the report gives those ratios per layer and projection and the rank correlation over all
+(unit, width) pairs.
 
     python -m bench.unit_sensitivity [--items 300] [--out bench/results]
 """
@@ -25,11 +26,6 @@ from pathlib import Path
 import numpy as np
 
 NARROW_BITS = (2, 3)  # the widths where the allocator's choices differ
-
-
-def _kl(ref_logp, logp, start: int, length: int) -> tuple[float, float]:
-    k = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
-    return float(k[:, start - 1: start - 1 + length].mean()), float(k.mean())
 
 
 def _rank_correlation(a: list[float], b: list[float]) -> float:
@@ -51,7 +47,7 @@ def measure(model_dir: Path, work: Path, items: int, log=print) -> dict:
     from quantkit.reference import trained_text as tt
     from quantkit.scheme import fit_group, scheme_label
 
-    from .llama_recipes import FIT_PROFILE
+    from .llama_recipes import FIT_PROFILE, score
 
     table = tt.reference_table(model_dir)
     samples = tt.write_calibration_jsonl(tt.split(table, "calib", 256), work / "calib.jsonl")
@@ -62,9 +58,14 @@ def measure(model_dir: Path, work: Path, items: int, log=print) -> dict:
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = load_source(model_dir).float().eval()
-    ids, start, length = tt.encode(tok, tt.split(table, "eval", items))
-    with torch.no_grad():
-        ref = F.log_softmax(model(input_ids=ids).logits, -1)
+    ids, start, _ = tt.encode(tok, tt.split(table, "eval", items))
+    sequences = ids.tolist()
+
+    def logprobs() -> list:  # per sequence, as bench.llama_recipes.score takes them
+        with torch.no_grad():
+            return list(F.log_softmax(model(input_ids=ids).logits.double(), -1).numpy())
+
+    ref = logprobs()
     params = dict(model.named_parameters())
     rows = []
     for u in alloc.units:
@@ -80,13 +81,13 @@ def measure(model_dir: Path, work: Path, items: int, log=print) -> dict:
             with torch.no_grad():
                 for e in range(stacked.shape[0]):
                     stacked[e, rows_of] = quantize_rtn(saved[e, rows_of], fs.bits, fs.group_size, fs.sym).dequantize()
-                logp = F.log_softmax(model(input_ids=ids).logits, -1)
+            scored = score(ref, logprobs(), sequences, start)
+            with torch.no_grad():
                 stacked.copy_(saved)
-            kl_answer, kl_all = _kl(ref, logp, start, length)
             rows.append({"unit": u.key, "layer": layer, "proj": proj, "scheme": scheme_label(s),
-                         "objective_rtn": u.rtn_error[i], "kl_answer": kl_answer, "kl_all": kl_all})
-            log(f"{u.key:<22} {scheme_label(s):<18} objective {u.rtn_error[i]:9.4g}  KL answer {kl_answer:.3g}  "
-                f"all {kl_all:.3g}")
+                         "objective_rtn": u.rtn_error[i], **scored})
+            log(f"{u.key:<22} {scheme_label(s):<18} objective {u.rtn_error[i]:9.4g}  KL answer "
+                f"{scored['kl_answer']:.3g}  all {scored['kl_all']:.3g}  accuracy {scored['accuracy']:.3f}")
     obj = [r["objective_rtn"] for r in rows]
     ratio = {f"layer {r['layer']} {r['proj']} {r['scheme']}": r["kl_all"] / r["objective_rtn"] for r in rows}
     return {"model": str(model_dir), "items": items, "rows": rows,
