@@ -69,12 +69,22 @@ class _Layer:
 
 
 class _Store:
-    def __init__(self, dims, experts):
-        self.dims, self.experts = dims, experts
+    def __init__(self, dims, experts, hidden: int, layers: list[int]):
+        self.dims, self.experts, self.hidden, self.layers = dims, experts, hidden, layers
         self.clock = {"seconds": 0.0, "bytes": 0}
 
     def layer(self, n: int) -> _Layer:
         return _Layer(self.dims, self.experts, n, self.clock)
+
+    def fishers(self):
+        """Output Fisher stand-ins (calibrate/sensitivity.py): RANK orthonormal directions, decaying values."""
+        from quantkit.calibrate.sensitivity import RANK, OutputFisher
+
+        gen = torch.Generator().manual_seed(7)
+        vectors = torch.linalg.qr(torch.randn(self.hidden, RANK, generator=gen))[0].contiguous()
+        values = 1e-3 / torch.arange(1, RANK + 1, dtype=torch.float32)
+        return {n: {m: OutputFisher(values, vectors, float(values.sum()) * 1.05, 1000) for m in self.experts}
+                for n in self.layers}
 
 
 def measure(threads: int) -> dict:
@@ -92,7 +102,7 @@ def measure(threads: int) -> dict:
     units = build_units(ckpt, adapter, plan, "vllm")
     dims = {adapter.input_group(e.module): e.shape[1] for u in units for e in u.entries}
     shape = adapter.shape
-    store = _Store(dims, shape.experts)
+    store = _Store(dims, shape.experts, shape.hidden_size, sorted({u.entries[0].role.layer for u in units}))
     weights = _Weights(ckpt)
     layers = sorted({u.entries[0].role.layer for u in units})
     moe_layer = shape.moe_layers[0]

@@ -39,11 +39,12 @@ import torch
 import torch.nn.functional as F
 
 from .adapters import Adapter
+from .calibrate.sensitivity import OutputFisher
 from .checkpoint import Checkpoint
 from .errors import PlanRefused, UsageError
 from .plan import TensorPlan, build_plan
 from .profiles import Profile, Rule
-from .quantize.gptq import gptq_quantize, reconstruction_error
+from .quantize.gptq import gptq_quantize
 from .quantize.rtn import quantize_rtn
 from .roles import ROUTED_EXPERT
 from .scheme import QuantScheme, fit_group, scheme_label
@@ -51,7 +52,7 @@ from .serving import ServingShape, max_image_patches, vram_estimate
 from .units import human_bytes, parse_size
 
 RUNTIMES = ("vllm", "llama.cpp", "transformers")
-DEFAULT_ROWS = 128  # rows of each tensor the RTN error is measured on (all of them when fewer)
+DEFAULT_ROWS = 96  # rows of each tensor the RTN error is measured on (all of them when fewer)
 MAX_FRONTIER = 2_000_000  # Pareto points kept per step before byte costs are rounded (see _knapsack)
 
 
@@ -189,31 +190,40 @@ def _sampled_rows(n: int, rows: int | None) -> torch.Tensor | None:
     return torch.linspace(0, n - 1, rows).round().long().unique()
 
 
-def rtn_error(w: torch.Tensor, h: torch.Tensor, scheme: QuantScheme, rows: int | None = None) -> float:
-    """tr(ΔW H ΔWᵀ) of round-to-nearest at `scheme`, on an evenly spaced subset of rows scaled to all."""
+def tensor_error(w: torch.Tensor, h: torch.Tensor, scheme: QuantScheme, rows: int | None = None,
+                 fisher: OutputFisher | None = None, method: str = "rtn") -> float:
+    """The output error of `method` (rtn, gptq) at `scheme`: tr(ΔW H ΔWᵀ), each row's error weighted by
+    diag F for a tensor whose output is the layer's output (down_proj) given that layer's output
+    Fisher F (calibrate/sensitivity.py). Row by row, since rounding errors of different rows are
+    uncorrelated: measured on the text reference, the full tr(F ΔW H ΔWᵀ) for down_proj is within
+    ~20 % of this (gate/up errors, whose output directions W_down correlates, get the full F in
+    `mlp_output_factors`). RTN on `rows` evenly spaced rows scaled to all; GPTQ on all rows."""
     scheme = fit_group(scheme, w.shape[1])[0]  # the group the format fits to this width (as plan_tensor does)
-    idx = _sampled_rows(w.shape[0], rows)
+    idx = _sampled_rows(w.shape[0], rows) if method == "rtn" else None
     ws = w if idx is None else w[idx]
-    q = quantize_rtn(ws, scheme.bits, scheme.group_size, scheme.sym).dequantize()
-    return float(reconstruction_error(ws, q, h)) * (w.shape[0] / ws.shape[0])
-
-
-def gptq_error(w: torch.Tensor, h: torch.Tensor, scheme: QuantScheme) -> float:
-    scheme = fit_group(scheme, w.shape[1])[0]
-    r = gptq_quantize(w[None], h[None], bits=scheme.bits, group_size=scheme.group_size, sym=scheme.sym)
-    return float(reconstruction_error(w, r.dequantize()[0], h))
+    if method == "rtn":
+        dw = quantize_rtn(ws, scheme.bits, scheme.group_size, scheme.sym).dequantize() - ws
+    else:
+        r = gptq_quantize(ws[None], h[None], bits=scheme.bits, group_size=scheme.group_size, sym=scheme.sym)
+        dw = r.dequantize()[0] - ws
+    per_row = ((dw @ h) * dw).sum(-1)
+    if fisher is not None:
+        diag = fisher.diagonal()
+        per_row = per_row * (diag if idx is None else diag[idx])
+    return float(per_row.sum()) * (w.shape[0] / ws.shape[0])
 
 
 SURROGATE_SAMPLES = 256  # Gaussian inputs with the calibrated covariance, for the MLP output factor
 
 
 def mlp_output_factors(w: dict[str, torch.Tensor], h: torch.Tensor, schemes: list[QuantScheme],
-                       samples: int = SURROGATE_SAMPLES) -> dict[str, list[float]]:
+                       samples: int = SURROGATE_SAMPLES, fisher: OutputFisher | None = None) -> dict[str, list[float]]:
     """How much of a gate/up error reaches the MLP's output, per width: mean ‖Δy‖² / mean ‖ΔW x‖²
     for y = W_down (silu(W_gate x) * (W_up x)) (every family quantkit knows uses this SwiGLU), with
     x ~ N(0, H) (H: the calibrated mean xxᵀ of the MLP input) and W_gate or W_up rounded to the width.
     down_proj's error is already in output space (factor 1). Without it the objective would add
-    errors measured in the intermediate space (gate/up) to errors in the hidden space (down)."""
+    errors measured in the intermediate space (gate/up) to errors in the hidden space (down). With the
+    layer's output Fisher F, ‖Δy‖² is Δyᵀ F Δy, as down_proj's error is weighted."""
     gen = torch.Generator().manual_seed(0)
     d = h.shape[0]
     x = torch.randn(samples, d, generator=gen) @ _covariance_root(h).T
@@ -228,7 +238,8 @@ def mlp_output_factors(w: dict[str, torch.Tensor], h: torch.Tensor, schemes: lis
             gq, uq = (x @ wq.T, x @ up.T) if proj == "gate" else (x @ g.T, x @ wq.T)
             dy = (F.silu(gq) * uq) @ down.T - y
             proxy = float((x @ (wq - w[proj]).T).pow(2).sum())
-            factors.append(float(dy.pow(2).sum()) / proxy if proxy > 0 else 1.0)
+            err = float(dy.pow(2).sum()) if fisher is None else fisher.quadratic(dy)
+            factors.append(err / proxy if proxy > 0 else 1.0)
         out[proj] = factors
     return out
 
@@ -253,10 +264,32 @@ def _covariance_root(h: torch.Tensor) -> torch.Tensor:
     return (eye * mean ** 0.5).float()
 
 
+def _fisher_table(store, units: list[Unit], notes: list[str]) -> dict[tuple, OutputFisher] | None:
+    """(layer, modality) -> output Fisher for every pair the units need (None: the calibration has
+    none; recalibrate to get it). A pair the sensitivity pass saw no tokens of gets an isotropic F
+    with the mean trace per dimension of the pairs it saw."""
+    fishers = store.fishers()
+    if not fishers:
+        notes.append("the calibration has no output sensitivity (made before it, or --sensitivity-tokens 0): "
+                     "every layer's output error counts alike; recalibrate for a better allocation")
+        return None
+    table = {(n, m): f for n, per in fishers.items() for m, f in per.items()}
+    iso = float(np.mean([f.trace / f.vectors.shape[0] for f in table.values()]))
+    missing = sorted({(e.role.layer, e.role.modality) for u in units for e in u.entries} - set(table))
+    for n, m in missing:
+        d = next(iter(table.values())).vectors.shape[0]
+        table[(n, m)] = OutputFisher(torch.zeros(0), torch.zeros(d, 0), iso * d, 0)
+    if missing:
+        notes.append(f"no sensitivity tokens for {', '.join(f'layer {n} {m}' for n, m in missing)}: "
+                     "weighted by the mean sensitivity of the others")
+    return table
+
+
 def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit], *, rows: int | None,
                    method: str, log=lambda m: None) -> list[str]:
     """Fill each unit's rtn_error and error (see the module docstring); returns notes."""
     notes: list[str] = []
+    fishers = _fisher_table(store, units, notes)
     by_layer: dict[int, list[tuple[Unit, TensorPlan]]] = defaultdict(list)
     for u in units:
         u.rtn_error = [0.0] * len(u.schemes)
@@ -268,6 +301,8 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
     for layer in sorted(by_layer):
         calib = store.layer(layer)
         hessians: dict[str, torch.Tensor | None] = {}
+        # per token of every modality (F is per token): the objective is then ~2x the mean KL per position
+        all_tokens = sum(int(r.get("tokens", 0)) for r in calib.routing.values())
 
         def hessian(e: TensorPlan) -> torch.Tensor:
             group = adapter.input_group(e.module)
@@ -278,6 +313,9 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
                     hessians[group] = torch.eye(e.shape[1])
             return hessians[group]
 
+        def fisher_of(e: TensorPlan) -> OutputFisher | None:  # for tensors writing the layer's output
+            return fishers[(layer, e.role.modality)] if fishers is not None and e.role.proj == "down" else None
+
         # one record per tensor: [unit, entry, routed tokens, RTN errors, estimated errors]
         records = []
         per_tensor: dict[tuple, list] = defaultdict(list)  # routed: (modality, input kind) -> records
@@ -286,8 +324,9 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
             routing = calib.routing.get(e.role.modality, {})
             counts = routing.get("tokens_per_expert") or []
             tokens = counts[e.role.expert] if e.role.expert is not None and e.role.expert < len(counts) else 0
-            weight = (tokens + 1) / max(int(routing.get("tokens", 0)), 1) * _gate_square(routing)
-            rec = [u, e, tokens, [weight * rtn_error(w, h, s, rows) for s in u.schemes], None]
+            per = all_tokens if fishers is not None else int(routing.get("tokens", 0))
+            weight = (tokens + 1) / max(per, 1) * _gate_square(routing)
+            rec = [u, e, tokens, [weight * tensor_error(w, h, s, rows, fisher_of(e)) for s in u.schemes], None]
             records.append(rec)
             per_tensor[(e.role.modality, adapter.input_group(e.module).rsplit(".", 1)[-1])].append(rec)
         for kind, items in per_tensor.items():  # GPTQ / RTN on the most-routed expert of each group
@@ -296,12 +335,13 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
             if method == "gptq":
                 w, h = ckpt.read(e.name).float(), hessian(e)
                 for i, s in enumerate(u.schemes):
-                    r = rtn_error(w, h, s, None)
-                    ratio[i] = gptq_error(w, h, s) / r if r > 0 else 1.0
+                    r = tensor_error(w, h, s, None, fisher_of(e))
+                    ratio[i] = tensor_error(w, h, s, None, fisher_of(e), "gptq") / r if r > 0 else 1.0
                 ratios[(layer, *kind)] = ratio
             for rec in items:
                 rec[4] = [a * (ratio[i] if i < len(ratio) else 1.0) for i, a in enumerate(rec[3])]
-        factors = _layer_mlp_factors(ckpt, records, hessian)
+        factors = _layer_mlp_factors(ckpt, records, hessian,
+                                     lambda m: fishers[(layer, m)] if fishers is not None else None)
         for u, e, _, errs, est in records:
             f = factors.get((e.role.kind, e.role.modality, e.role.proj))
             if f is not None:
@@ -316,12 +356,13 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
             notes.append("GPTQ/RTN error ratio (mean over layers): " + ", ".join(
                 f"{scheme_label(s)} {m:.2f}" for s, m in zip(units[0].schemes, mean)))
     if factor_log:
-        notes.append("share of a gate/up error reaching the MLP output (mean, middle width): " + ", ".join(
-            f"{k} {np.mean(v):.3g}" for k, v in sorted(factor_log.items())))
+        notes.append(("output-Fisher-weighted share" if fishers is not None else "share") +
+                     " of a gate/up error reaching the MLP output (mean, middle width): " + ", ".join(
+                         f"{k} {np.mean(v):.3g}" for k, v in sorted(factor_log.items())))
     return notes
 
 
-def _layer_mlp_factors(ckpt: Checkpoint, records: list, hessian) -> dict[tuple, list[float]]:
+def _layer_mlp_factors(ckpt: Checkpoint, records: list, hessian, fisher_of) -> dict[tuple, list[float]]:
     """(kind, modality, gate|up) -> output factor per width (`mlp_output_factors`), measured on the
     most-routed expert of each modality in this layer. Experts whose three projections are not all
     quantized keep factor 1."""
@@ -340,7 +381,7 @@ def _layer_mlp_factors(ckpt: Checkpoint, records: list, hessian) -> dict[tuple, 
     out: dict[tuple, list[float]] = {}
     for (kind, modality), (_, projs) in best.items():
         w = {p: ckpt.read(projs[p][1].name).float() for p in ("gate", "up", "down")}
-        f = mlp_output_factors(w, hessian(projs["gate"][1]), projs["gate"][0].schemes)
+        f = mlp_output_factors(w, hessian(projs["gate"][1]), projs["gate"][0].schemes, fisher=fisher_of(modality))
         out[(kind, modality, "gate")], out[(kind, modality, "up")] = f["gate"], f["up"]
     return out
 
@@ -482,5 +523,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Allocation", "RUNTIMES", "Unit", "allocate", "knapsack", "real_model_choices", "rtn_error",
+__all__ = ["Allocation", "RUNTIMES", "Unit", "allocate", "knapsack", "real_model_choices", "tensor_error",
            "weight_budget"]

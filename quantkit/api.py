@@ -15,6 +15,9 @@ from .adapters import Adapter, adapter_for
 from .allocate import allocate, weight_budget
 from .calibrate.encode import encode_samples
 from .calibrate.runner import LayerStream
+from .calibrate.sensitivity import DEFAULT_TOKENS as SENSITIVITY_TOKENS
+from .calibrate.sensitivity import FILE as SENSITIVITY_FILE
+from .calibrate.sensitivity import RANK, InputStore, output_fishers, pick_samples, save_fishers, text_predictions
 from .calibrate.store import FORMAT_VERSION, META, CalibrationDir, coverage_report, format_coverage, model_fingerprint, save_layer
 from .checkpoint import Checkpoint
 from .errors import CheckpointError, OutputError, PlanRefused, UsageError
@@ -201,12 +204,15 @@ class CalibrateOptions:
     overwrite: bool = False
     resume: bool = False  # continue an interrupted run on the same --out (same options and source)
     chat_template: Path | None = None  # a Jinja chat template file, for a model without one
+    sensitivity_tokens: int = SENSITIVITY_TOKENS  # tokens of the output-sensitivity pass (0: skip it)
 
 
 def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = lambda m: None) -> tuple[Path, dict]:
     """Stream the model layer by layer over the samples; save H = XᵀX per input group, token counts
     and routing statistics. Returns the directory and the coverage report."""
     _check_calibration_options(opts.mode, opts.min_tokens, opts.max_tokens)
+    if opts.sensitivity_tokens < 0:
+        raise UsageError(f"--sensitivity-tokens {opts.sensitivity_tokens}: give a token count, or 0 to skip the pass")
     ckpt, adapter = open_model(opts.model, opts.revision)
     encoded = encode_samples(ckpt, adapter, opts.samples, max_tokens=opts.max_tokens, chat_template=opts.chat_template,
                              log=log)
@@ -221,16 +227,27 @@ def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = lambda m: Non
         if progress.step is not None:  # continue after the last checkpointed layer
             start = (progress.step + 1, progress.restore())
         layers = {int(n): rec for n, rec in progress.record().get("layers", {}).items()}
-        stream.run(encoded.inputs, mode=opts.mode, min_tokens=opts.min_tokens, start=start,
-                   on_layer=lambda n, calib: layers.__setitem__(n, save_layer(tmp, calib)),
-                   after_layer=lambda n, states: progress.save(n, {"layers": {str(k): v for k, v in layers.items()}},
-                                                               states),
-                   progress=_progress(log, "calibrate"))
+        inputs = None
+        if opts.sensitivity_tokens:  # the chosen samples' layer inputs, for the backward pass after
+            lengths = [int(s["input_ids"].shape[-1]) for s in encoded.inputs]
+            inputs = InputStore(rundir.partial / "sensitivity-inputs", pick_samples(lengths, opts.sensitivity_tokens))
+        result = stream.run(encoded.inputs, mode=opts.mode, min_tokens=opts.min_tokens, start=start,
+                            on_layer=lambda n, calib: layers.__setitem__(n, save_layer(tmp, calib)),
+                            after_layer=lambda n, states: progress.save(
+                                n, {"layers": {str(k): v for k, v in layers.items()}}, states),
+                            before_layer=inputs.save if inputs else None,
+                            progress=_progress(log, "calibrate"))
         report = coverage_report(layers, opts.min_tokens)
         meta = {"format_version": FORMAT_VERSION, "quantkit_version": QUANTKIT_VERSION,
                 "source": {"id": ckpt.source, "revision": ckpt.revision, "fingerprint": model_fingerprint(ckpt)},
                 "samples": encoded.summary, "mode": opts.mode, "min_tokens": opts.min_tokens,
                 "coverage": report, "layers": {str(n): rec for n, rec in layers.items()}}
+        if inputs:
+            fishers = output_fishers(stream, inputs, result.hidden, [text_predictions(x) for x in encoded.inputs],
+                                     progress=_progress(log, "sensitivity"))
+            meta["sensitivity"] = {"samples": len(inputs.chosen), "rank": RANK, "file": SENSITIVITY_FILE,
+                                   "tokens": sum(lengths[i] for i in inputs.chosen),
+                                   "layers": save_fishers(tmp, fishers)}
         (tmp / META).write_text(json.dumps(meta, indent=1) + "\n")
     for line in format_coverage(report, opts.min_tokens, opts.mode):
         log(line)

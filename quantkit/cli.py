@@ -14,7 +14,7 @@ import click
 
 from . import api, publish
 from .allocate import RUNTIMES
-from .api import CalibrateOptions, QuantizeOptions, convert, make_plan, open_model
+from .api import SENSITIVITY_TOKENS, CalibrateOptions, QuantizeOptions, convert, make_plan, open_model
 from .errors import OutputError, QuantkitError, UsageError, VariantCorrupt
 from .format import all_runtimes, format_names, formats
 from .manifest import verify_files
@@ -217,12 +217,17 @@ def quantize(model, bits, profile, group_size, method, revision, force, out, cal
 @_with(_calibration_options)
 @click.option("--revision", default=None, help="Hub revision of MODEL.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--sensitivity-tokens", type=int, default=SENSITIVITY_TOKENS, show_default=True,
+              help="Tokens of calibration samples backpropagated to measure how much each MoE layer's "
+                   "output matters to the predictions (weights --target-size / --vram allocation); 0 skips it.")
 @_handled
-def calibrate(model, out, samples, mode, min_tokens, max_tokens, chat_template, resume, revision, overwrite):
+def calibrate(model, out, samples, mode, min_tokens, max_tokens, chat_template, resume, revision, overwrite,
+              sensitivity_tokens):
     """Run MODEL layer by layer over multimodal samples; save per-module statistics for GPTQ."""
     path, _ = api.calibrate(CalibrateOptions(model=model, out=out, samples=samples, mode=mode, min_tokens=min_tokens,
                                              max_tokens=max_tokens, revision=revision, overwrite=overwrite,
-                                             resume=resume, chat_template=chat_template), log=_log)
+                                             resume=resume, chat_template=chat_template,
+                                             sensitivity_tokens=sensitivity_tokens), log=_log)
     click.echo(f"calibration written: {path}")
 
 

@@ -297,8 +297,10 @@ class LayerStream:
             on_layer: Callable[[int, LayerCalibration], dict | None] | None = None,
             collect: bool = True, progress: Callable[[int, int], None] | None = None,
             start: tuple[int, dict] | None = None,
-            after_layer: Callable[[int, dict], None] | None = None) -> StreamResult:
-        """Stream every layer. `on_layer(n, calib)` receives each layer's statistics; if it returns
+            after_layer: Callable[[int, dict], None] | None = None,
+            before_layer: Callable[[int, list], None] | None = None) -> StreamResult:
+        """Stream every layer. `before_layer(n, states)` sees every sample's inputs of layer n
+        (hidden states, layer kwargs) before it runs. `on_layer(n, calib)` receives each layer's statistics; if it returns
         replacement weights (by on-disk name) the layer is rebuilt with them and its outputs
         recomputed before moving on (sequential quantization). `after_layer(n, snapshot)` gets what
         continuing needs (the next layer's inputs, the kernels the prefix model chose): a checkpoint;
@@ -313,6 +315,8 @@ class LayerStream:
             self.use_kernels(start[1]["kernels"])
         self.mark(None, "embed")
         for n in range(first, self.num_layers):
+            if before_layer:
+                before_layer(n, states)
             states = self.step(n, states, mode=mode, min_tokens=min_tokens, on_layer=on_layer, collect=collect)
             if after_layer:
                 after_layer(n, {"states": states, "kernels": self.kernels()})

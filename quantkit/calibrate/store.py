@@ -3,6 +3,8 @@
     CALIB_DIR/calibration.json        source id, revision and fingerprint, sample-set hash and stats,
                                       mode, coverage report, per-layer groups / token counts / routing
     CALIB_DIR/layer_NNN.safetensors   running sums XᵀX (fp32), one per distinct input group
+    CALIB_DIR/sensitivity.safetensors top eigenpairs of each MoE layer's output Fisher per modality
+                                      (calibrate/sensitivity.py; absent with --sensitivity-tokens 0)
 
 A calibration made for one checkpoint is refused for another (fingerprint over config and tensor
 shapes), so a variant can never be solved with another model's statistics.
@@ -19,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from ..checkpoint import Checkpoint
 from ..errors import CalibrationError
 from .runner import LayerCalibration
+from .sensitivity import OutputFisher, load_fishers
 
 META = "calibration.json"
 FORMAT_VERSION = 1
@@ -109,3 +112,14 @@ class CalibrationDir:
             raise CalibrationError(f"{path}: unreadable ({e.__class__.__name__}); recalibrate")
         return LayerCalibration(n, hessians, {k: int(v) for k, v in rec["tokens"].items()}, rec["groups"],
                                 rec["sources"], rec["routing"])
+
+    def fishers(self) -> dict[int, dict[str, OutputFisher]]:
+        """Each MoE layer's output Fisher per modality ({} when the calibration has none)."""
+        rec = self.meta.get("sensitivity")
+        if not rec:
+            return {}
+        try:
+            return load_fishers(self.path, rec["layers"])
+        except Exception as e:  # a missing or damaged file, or a record that does not match it
+            raise CalibrationError(f"{self.path / rec.get('file', 'sensitivity.safetensors')}: unreadable "
+                                   f"({e.__class__.__name__}); recalibrate")

@@ -1,0 +1,121 @@
+"""The output-sensitivity pass of `quantkit calibrate` (calibrate/sensitivity.py): the layer-by-layer
+backward pass gives the Fisher a full-model autograd pass gives, on the real classes; the calibration
+directory records it; the allocator says when a calibration has none; bad input is one line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from quantkit.adapters.base import hidden_states
+from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, make_plan, open_model
+from quantkit.calibrate.runner import LayerStream
+from quantkit.calibrate.sensitivity import (FILE, SEED, InputStore, output_fishers, pick_samples,
+                                            text_predictions)
+from quantkit.calibrate.store import META, CalibrationDir
+from quantkit.errors import CalibrationError
+from quantkit.loader import load_source
+from quantkit.reference.inputs import vl_inputs
+
+
+def _autograd_fisher(model_dir, inputs: dict, counted) -> dict[tuple, torch.Tensor]:
+    """mean g gᵀ per (layer, modality) from one backward pass through the whole transformers model,
+    the routed experts' outputs hooked, labels drawn as the sensitivity pass draws them."""
+    ckpt, adapter = open_model(str(model_dir))
+    runner = adapter.runner()
+    model = load_source(model_dir).float().eval()
+    sums: dict[tuple, list] = {}
+
+    def watch(key):
+        def hook(module, args, out):
+            out = hidden_states(out)
+            if out.shape[0]:
+                def on_grad(g):
+                    g = g.reshape(-1, g.shape[-1]).double()
+                    acc = sums.setdefault(key, [0, 0])
+                    acc[0], acc[1] = acc[0] + g.T @ g, acc[1] + g.shape[0]
+                out.register_hook(on_grad)
+        return hook
+
+    for n, layer in enumerate(runner.decoder_layers(model)):
+        for modality, _, experts in runner.moe_blocks(layer):
+            experts.register_forward_hook(watch((n, modality)))
+    logp = torch.log_softmax(model(**inputs).logits.float(), -1)[0, :-1]
+    y = torch.multinomial(logp.detach().exp(), 1, generator=torch.Generator().manual_seed(SEED))
+    ll = logp.gather(-1, y)[:, 0]
+    (ll if counted is None else ll[counted]).sum().backward()
+    return {k: s / c for k, (s, c) in sums.items()}
+
+
+@pytest.mark.parametrize("which", ["tiny_vl", "tiny_text"])
+def test_layer_by_layer_backward_equals_full_model_autograd(which, request, tmp_path):
+    model_dir = request.getfixturevalue(which)
+    ckpt, adapter = open_model(str(model_dir))
+    if which == "tiny_vl":
+        inputs = vl_inputs(model_dir)
+    else:
+        inputs = {"input_ids": torch.randint(0, 200, (1, 24), generator=torch.Generator().manual_seed(0))}
+    counted = text_predictions(inputs)
+    if which == "tiny_vl":  # picture positions are not counted, text positions are
+        assert counted is not None and 0 < int(counted.sum()) < counted.numel()
+    stream = LayerStream(ckpt, adapter)
+    store = InputStore(tmp_path / "inputs", [0])
+    result = stream.run([inputs], before_layer=store.save)
+    d = adapter.shape.hidden_size
+    ours = output_fishers(stream, store, result.hidden, [counted], rank=d)
+    ref = _autograd_fisher(model_dir, inputs, counted)
+    assert ref and {(n, m) for n, per in ours.items() for m in per} == set(ref)
+    for (n, m), f in ref.items():
+        got = ours[n][m]
+        dense = (got.vectors.double() * got.values.double()) @ got.vectors.double().T
+        assert got.trace == pytest.approx(float(f.trace()), rel=1e-3)
+        torch.testing.assert_close(dense, f, rtol=1e-3, atol=1e-4 * float(f.abs().max()))
+
+
+def test_pick_samples_is_seeded_and_keeps_the_budget():
+    lengths = [100, 50, 300, 80, 120, 60]
+    chosen = pick_samples(lengths, 250)
+    assert chosen == pick_samples(lengths, 250) and chosen == sorted(chosen)
+    assert sum(lengths[i] for i in chosen) <= 250
+    assert pick_samples([500, 600], 10) and len(pick_samples([500, 600], 10)) == 1  # at least one sample
+
+
+def test_calibration_records_the_sensitivity_and_allocation_uses_it(tiny_text, tmp_path):
+    with_it, _ = calibrate(CalibrateOptions(model=str(tiny_text), out=tmp_path / "with"))
+    without, _ = calibrate(CalibrateOptions(model=str(tiny_text), out=tmp_path / "without", sensitivity_tokens=0))
+    meta = json.loads((with_it / META).read_text())["sensitivity"]
+    assert (with_it / FILE).is_file() and not (without / FILE).exists()
+    assert "sensitivity" not in json.loads((without / META).read_text())
+    fishers = CalibrationDir(with_it).fishers()
+    _, adapter = open_model(str(tiny_text))
+    assert sorted(fishers) == list(adapter.shape.moe_layers) and meta["samples"] >= 1
+    for per in fishers.values():
+        for f in per.values():
+            assert f.trace > 0 and f.tokens > 0 and (f.values[:-1] >= f.values[1:]).all()
+            torch.testing.assert_close(f.vectors.T @ f.vectors, torch.eye(f.vectors.shape[1]), atol=1e-4, rtol=0)
+            assert float(f.values.sum()) <= f.trace * (1 + 1e-4)
+    size = make_plan(QuantizeOptions(model=str(tiny_text), out=Path("."), bits=3))[2].predicted_bytes
+    lines = {}
+    for name, calib in (("with", with_it), ("without", without)):
+        plan = make_plan(QuantizeOptions(model=str(tiny_text), out=Path("."), calib=calib, target_size=size))[2]
+        lines[name] = "\n".join(plan.allocation.lines())
+        assert plan.predicted_bytes <= size
+    assert "no output sensitivity" in lines["without"] and "no output sensitivity" not in lines["with"]
+
+
+def test_a_damaged_sensitivity_file_is_one_clear_error(tiny_text, tmp_path):
+    calib, _ = calibrate(CalibrateOptions(model=str(tiny_text), out=tmp_path / "c"))
+    (calib / FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CalibrationError, match="sensitivity.safetensors: unreadable .*recalibrate"):
+        CalibrationDir(calib).fishers()
+
+
+def test_negative_sensitivity_tokens_is_one_line(tiny_text, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "quantkit.cli", "calibrate", str(tiny_text), "--out", str(tmp_path / "c"),
+                        "--sensitivity-tokens", "-1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--sensitivity-tokens -1" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
