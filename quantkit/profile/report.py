@@ -26,7 +26,7 @@ report.json, schema ``quantkit.profile/1`` (bytes are integers, metrics floats, 
                                                         in_model_median, tokens}},
                                moe_error_mean_isolated, moe_error_median_isolated, moe_error_mean_in_model},
                      seconds  {load, forward, compare}, tokens_per_second}]
-    pareto         {kl: [names], task: [names]}   variants on the bytes / loss Pareto front
+    pareto         {kl: [names], task: [names]}   variants on the bytes / loss Pareto front (KL: text positions)
     real_ernie45_vl_28b       memory.real_28b_table(): weights per precision and VRAM estimates
     notes          [strings]
 
@@ -115,7 +115,8 @@ def markdown(report: dict) -> str:
               "few with the largest outputs), mean over layers and modalities. *VRAM = serving estimate "
               f"(batch {report['batch']}; formula below) of weights + KV cache + activations; add the fixed "
               f"{report['vram_formula']['assumptions']['runtime_overhead_bytes'] / 2**30:.2f} GiB runtime allowance "
-              "for a total (report.json has both). Pareto front (bytes vs KL): "
+              "for a total (report.json has both). Pareto front (bytes vs KL at text positions, where predictions "
+              "are read): "
               f"{', '.join(report['pareto']['kl']) or '–'}; (bytes vs task accuracy): "
               f"{', '.join(report['pareto']['task']) or '–'}.", ""]
 
@@ -287,8 +288,8 @@ def plot(report: dict, path: Path) -> Path:
     panels = (
         ("task", "task accuracy drop vs reference (percentage points)",
          lambda v: 100 * v["accuracy"]["task_accuracy_drop"], False),
-        ("kl", "mean KL(reference ‖ variant) per token (nats, log scale)",
-         lambda v: v["accuracy"]["kl"]["all"], True),
+        ("kl", "mean KL(reference ‖ variant) per text position (nats, log scale)",
+         lambda v: v["accuracy"]["kl"]["text"], True),
     )
     colours = {"gptq": "tab:blue", "rtn": "tab:orange", "gptq allocated": "tab:green", "rtn allocated": "tab:olive"}
     series = sorted({_series(v) for v in variants}, key=lambda s: (s not in colours, s))
