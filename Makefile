@@ -100,6 +100,7 @@ bench: $(BUILD)/.installed
 .PHONY: bench-alloc
 bench-alloc: $(BUILD)/.installed
 	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) -m bench.allocate_cost --threads $(BENCH_THREADS)
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) -m bench.sensitivity_cost --tokens 4096 --threads $(BENCH_THREADS)
 	$(PY) -m bench.llama_recipes
 
 # Whether the allocator's objective ranks the text reference's units as the model does (~25 s).

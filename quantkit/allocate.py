@@ -51,7 +51,7 @@ from .checkpoint import Checkpoint
 from .errors import PlanRefused, UsageError
 from .plan import TensorPlan, build_plan
 from .profiles import Profile, Rule
-from .quantize.gptq import gptq_quantize
+from .quantize.pipeline import Backend
 from .quantize.rtn import quantize_rtn
 from .roles import ROUTED_EXPERT
 from .scheme import QuantScheme, fit_group, scheme_label
@@ -198,21 +198,23 @@ def _sampled_rows(n: int, rows: int | None) -> torch.Tensor | None:
 
 
 def tensor_error(w: torch.Tensor, h: torch.Tensor, scheme: QuantScheme, rows: int | None = None,
-                 fisher: OutputFisher | None = None, method: str = "rtn") -> float:
+                 fisher: OutputFisher | None = None, method: str = "rtn", backend: Backend | None = None) -> float:
     """The output error of `method` (rtn, gptq) at `scheme`: tr(ΔW H ΔWᵀ), each row's error weighted by
     diag F for a tensor whose output is the layer's output (down_proj) given that layer's output
     Fisher F (calibrate/sensitivity.py). Row by row, since rounding errors of different rows are
     uncorrelated: measured on the text reference, the full tr(F ΔW H ΔWᵀ) for down_proj is within
     ~20 % of this (gate/up errors, whose output directions W_down correlates, get the full F in
-    `mlp_output_factors`). RTN on `rows` evenly spaced rows scaled to all; GPTQ on all rows."""
+    `mlp_output_factors`). RTN on `rows` evenly spaced rows scaled to all; GPTQ on all rows. ΔW is on
+    the grid the format writes (`backend`: its solvers; GGUF's K-quants fit their scales, which gives
+    ~30 % less error at Q2_K/Q3_K than a min/max grid on the text reference)."""
+    backend = backend or Backend()
     scheme = fit_group(scheme, w.shape[1])[0]  # the group the format fits to this width (as plan_tensor does)
     idx = _sampled_rows(w.shape[0], rows) if method == "rtn" else None
     ws = w if idx is None else w[idx]
     if method == "rtn":
-        dw = quantize_rtn(ws, scheme.bits, scheme.group_size, scheme.sym).dequantize() - ws
+        dw = backend.rtn_one(scheme, ws).dequantize().float() - ws
     else:
-        r = gptq_quantize(ws[None], h[None], bits=scheme.bits, group_size=scheme.group_size, sym=scheme.sym)
-        dw = r.dequantize()[0] - ws
+        dw = backend.gptq(scheme, ws[None], h[None])[0][0].dequantize().float() - ws
     per_row = ((dw @ h) * dw).sum(-1)
     if fisher is not None:
         diag = fisher.diagonal()
@@ -293,7 +295,7 @@ def _fisher_table(store, units: list[Unit], notes: list[str]) -> dict[tuple, Out
 
 
 def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit], *, rows: int | None,
-                   method: str, log=lambda m: None) -> list[str]:
+                   method: str, backend: Backend | None = None, log=lambda m: None) -> list[str]:
     """Fill each unit's rtn_error and error (see the module docstring); returns notes."""
     notes: list[str] = []
     fishers = _fisher_table(store, units, notes)
@@ -333,7 +335,8 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
             tokens = counts[e.role.expert] if e.role.expert is not None and e.role.expert < len(counts) else 0
             per = all_tokens if fishers is not None else int(routing.get("tokens", 0))
             weight = (tokens + 1) / max(per, 1) * _gate_square(routing)
-            rec = [u, e, tokens, [weight * tensor_error(w, h, s, rows, fisher_of(e)) for s in u.schemes], None]
+            rec = [u, e, tokens, [weight * tensor_error(w, h, s, rows, fisher_of(e), backend=backend) for s in u.schemes],
+                   None]
             records.append(rec)
             per_tensor[(e.role.modality, adapter.input_group(e.module).rsplit(".", 1)[-1])].append(rec)
         for kind, items in per_tensor.items():  # GPTQ / RTN on the most-routed expert of each group
@@ -342,8 +345,8 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
             if method == "gptq":
                 w, h = ckpt.read(e.name).float(), hessian(e)
                 for i, s in enumerate(u.schemes):
-                    r = tensor_error(w, h, s, None, fisher_of(e))
-                    ratio[i] = tensor_error(w, h, s, None, fisher_of(e), "gptq") / r if r > 0 else 1.0
+                    r = tensor_error(w, h, s, None, fisher_of(e), backend=backend)
+                    ratio[i] = tensor_error(w, h, s, None, fisher_of(e), "gptq", backend) / r if r > 0 else 1.0
                 ratios[(layer, *kind)] = ratio
             for rec in items:
                 rec[4] = [a * (ratio[i] if i < len(ratio) else 1.0) for i, a in enumerate(rec[3])]
@@ -466,7 +469,7 @@ def allocate(ckpt: Checkpoint, adapter: Adapter, base: Profile, store, *, budget
         raise PlanRefused(f"{where}: the smallest reachable size is {human_bytes(smallest)} ({smallest} bytes), "
                           f"the narrowest width of every {runtime} unit; give a larger budget")
     method = "gptq" if any(e.scheme.method == "gptq" for u in units for e in u.entries) else "rtn"
-    notes = measure_errors(ckpt, adapter, store, units, rows=rows, method=method, log=log)
+    notes = measure_errors(ckpt, adapter, store, units, rows=rows, method=method, backend=plan.format.backend(), log=log)
     choice, _ = knapsack([list(zip(u.nbytes, u.error)) for u in units], budget - fixed)
     alloc = Allocation(runtime, budget, fixed, units, choice, method, rows, notes=notes)
     if vram:

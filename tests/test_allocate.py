@@ -138,3 +138,38 @@ def test_real_28b_choices_on_a_24gb_card():
     r = real_model_choices("ERNIE-4.5-VL-28B-A3B", "24GiB", 32768)
     fits = [row["expert_bits"] for row in r["rows"] if row["fits"]]
     assert fits and r["bytes_above_largest_fitting"] >= 0
+
+
+def test_rtn_error_is_measured_on_the_grid_the_format_writes(tiny_text, tiny_text_gguf):
+    """The allocator's error of a width is the error of the weights the format would write: for GGUF's
+    Q2_K, the fitted K-quant grid of the written file, not a min/max grid of the same bits."""
+    import torch
+
+    from quantkit.allocate import tensor_error
+    from quantkit.checkpoint import Checkpoint
+    from quantkit.quantize.rtn import quantize_rtn
+    from quantkit.scheme import fit_group, parse_scheme_label
+
+    fmt = get_format("gguf")
+    variant = tiny_text_gguf["w2-rtn"]
+    tensors = json.loads((variant / "quantkit.json").read_text())["tensors"]
+    written = fmt.dequantized_state_dict(variant)
+    ckpt = Checkpoint.open(tiny_text)
+    gen = torch.Generator().manual_seed(0)
+    checked = 0
+    for name, rec in tensors.items():
+        if not rec["role"].startswith("routed_expert") or name not in written:
+            continue
+        w = ckpt.read(name).float()
+        x = torch.randn(4 * w.shape[1], w.shape[1], generator=gen)
+        h = x.T @ x / x.shape[0]
+        scheme = parse_scheme_label(rec["scheme"])
+        dw = written[name].float() - w
+        actual = float(((dw @ h) * dw).sum())
+        estimate = tensor_error(w, h, scheme, rows=None, backend=fmt.backend())
+        assert estimate == pytest.approx(actual, rel=1e-4)
+        fs = fit_group(scheme, w.shape[1])[0]
+        plain = quantize_rtn(w, fs.bits, fs.group_size, fs.sym).dequantize() - w
+        assert abs(float(((plain @ h) * plain).sum()) / actual - 1) > 0.05  # the grids differ: the test can tell
+        checked += 1
+    assert checked >= 3

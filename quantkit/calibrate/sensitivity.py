@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from ..adapters.base import hidden_states
 from ..runstate import flatten, unflatten
 
-DEFAULT_TOKENS = 16384  # tokens of the samples the backward pass uses (calibrate --sensitivity-tokens)
+DEFAULT_TOKENS = 4096  # tokens of the samples the backward pass uses (calibrate --sensitivity-tokens)
 RANK = 64  # eigenpairs kept per layer and modality
 SEED = 0
 FILE = "sensitivity.safetensors"
