@@ -51,16 +51,20 @@ def _autograd_fisher(model_dir, inputs: dict, counted) -> dict[tuple, torch.Tens
     return {k: s / c for k, (s, c) in sums.items()}
 
 
-@pytest.mark.parametrize("which", ["tiny_vl", "tiny_text"])
+@pytest.mark.parametrize("which", ["tiny_vl", "tiny_text", "qwen3_vl"])
 def test_layer_by_layer_backward_equals_full_model_autograd(which, request, tmp_path):
-    model_dir = request.getfixturevalue(which)
+    if which == "qwen3_vl":  # DeepStack features added after layers (its runner's run_layer)
+        from quantkit.reference.tiny_qwen3 import build_tiny_qwen3_vl_moe
+        model_dir = build_tiny_qwen3_vl_moe(tmp_path / "qwen3-vl", seed=0)
+    else:
+        model_dir = request.getfixturevalue(which)
     ckpt, adapter = open_model(str(model_dir))
-    if which == "tiny_vl":
+    if which != "tiny_text":
         inputs = vl_inputs(model_dir)
     else:
         inputs = {"input_ids": torch.randint(0, 200, (1, 24), generator=torch.Generator().manual_seed(0))}
     counted = text_predictions(inputs)
-    if which == "tiny_vl":  # picture positions are not counted, text positions are
+    if which != "tiny_text":  # picture positions are not counted, text positions are
         assert counted is not None and 0 < int(counted.sum()) < counted.numel()
     stream = LayerStream(ckpt, adapter)
     store = InputStore(tmp_path / "inputs", [0])
