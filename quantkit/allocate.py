@@ -356,6 +356,9 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
             f = factors.get((e.role.kind, e.role.modality, e.role.proj))
             if f is not None:
                 factor_log[f"{e.role.kind} {e.role.proj}"].append(f[len(f) // 2])
+            elif fishers is not None and fisher_of(e) is None:  # gate/up without the expert's down quantized:
+                fi = fishers[(layer, e.role.modality)]          # the layer's mean sensitivity per dimension
+                f = [fi.trace / fi.vectors.shape[0]] * len(errs)
             f = f or [1.0] * len(errs)
             u.rtn_error = [a + b * c for a, b, c in zip(u.rtn_error, errs, f)]
             u.error = [a + b * c for a, b, c in zip(u.error, est, f)]

@@ -350,8 +350,8 @@ def profile_cmd(models, eval_file, context, batch, out, items_per_kind, no_cuda)
                                 cuda="off" if no_cuda else "auto"), log=_log)
     for v in report["variants"]:
         a = v["accuracy"]
-        click.echo(f"{v['name']:<32}{_human(v['memory']['file_bytes']):>12}  KL {a['kl']['all']:.2e}  "
-                   f"top-1 {a['top1']['all']:.3f}  task {a['task']['accuracy']:.3f}")
+        click.echo(f"{v['name']:<32}{_human(v['memory']['file_bytes']):>12}  KL (text) {a['kl']['text']:.2e}  "
+                   f"top-1 {a['top1']['text']:.3f}  task {a['task']['accuracy']:.3f}")
     click.echo(f"report written: {out / 'report.md'}, {out / 'report.json'}, {out / 'tradeoff.png'}")
 
 

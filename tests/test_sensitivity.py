@@ -123,3 +123,43 @@ def test_negative_sensitivity_tokens_is_one_line(tiny_text, tmp_path):
                         "--sensitivity-tokens", "-1"], capture_output=True, text=True)
     assert r.returncode == 2 and "--sensitivity-tokens -1" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_gate_up_without_a_quantized_down_get_the_layers_mean_sensitivity(tiny_text, tmp_path):
+    """When a profile keeps the experts' down_proj, gate/up errors cannot be carried through it: with a
+    sensitivity they are weighted by the layer's mean Fisher per dimension (trace / d), so every unit's
+    error stays on the same (KL) scale."""
+    profile = tmp_path / "keep-down.yaml"
+    profile.write_text("""name: keep-down
+family: ernie45_moe
+format: gptq
+description: test profile, routed experts' down_proj kept
+rules:
+  - role: [router, router_bias, norm, embedding, lm_head]
+    keep: true
+  - role: routed_expert
+    name: down_proj
+    keep: true
+  - role: routed_expert
+    bits: 4
+    group_size: 128
+    method: gptq
+  - role: [shared_expert, attention, dense_mlp]
+    bits: 8
+    group_size: 128
+    method: gptq
+""")
+    with_it, _ = calibrate(CalibrateOptions(model=str(tiny_text), out=tmp_path / "with"))
+    without, _ = calibrate(CalibrateOptions(model=str(tiny_text), out=tmp_path / "without", sensitivity_tokens=0))
+    units = {}
+    for name, calib in (("with", with_it), ("without", without)):
+        plan = make_plan(QuantizeOptions(model=str(tiny_text), out=Path("."), calib=calib, profile=str(profile),
+                                         target_size=10**12))[2]
+        units[name] = {u.key: u for u in plan.allocation.units}
+        assert all(e.role.proj in ("gate", "up") for u in plan.allocation.units for e in u.entries)
+    fishers = CalibrationDir(with_it).fishers()
+    for key, u in units["with"].items():
+        f = fishers[u.entries[0].role.layer]["text"]
+        expected = f.trace / f.vectors.shape[0]
+        for a, b in zip(u.error, units["without"][key].error):
+            assert a == pytest.approx(b * expected, rel=1e-4)
