@@ -163,3 +163,21 @@ rules:
         expected = f.trace / f.vectors.shape[0]
         for a, b in zip(u.error, units["without"][key].error):
             assert a == pytest.approx(b * expected, rel=1e-4)
+
+
+def test_head_gradients_in_chunks_equal_one_pass(monkeypatch):
+    """The head runs a chunk of positions at a time (a real vocabulary's logits do not fit at once);
+    the gradients and the seeded label draws are those of one pass over every position."""
+    from quantkit.calibrate import sensitivity
+
+    gen = torch.Generator().manual_seed(0)
+    norm, head = torch.nn.LayerNorm(16), torch.nn.Linear(16, 50, bias=False)
+    finals = [torch.randn(1, 23, 16, generator=gen), torch.randn(1, 9, 16, generator=gen)]
+    counted = [torch.rand(22, generator=gen) > 0.3, None]
+    whole = sensitivity.head_gradients(norm, head, finals, counted)
+    monkeypatch.setattr(sensitivity, "HEAD_CHUNK", 4)
+    chunked = sensitivity.head_gradients(norm, head, finals, counted)
+    for a, b in zip(whole, chunked):
+        assert a.shape == b.shape and a.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert (whole[0][0, -1] == 0).all()  # the last position predicts nothing

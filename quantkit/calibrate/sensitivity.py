@@ -118,20 +118,29 @@ def text_predictions(inputs: dict) -> torch.Tensor | None:
     return ~vision[:-1] & ~vision[1:]
 
 
+HEAD_CHUNK = 1024  # positions per head pass: logits of a 100k vocabulary are 400 KB per position in fp32
+
+
 def head_gradients(norm, head, finals: list[torch.Tensor], counted: list[torch.Tensor | None]) -> list[torch.Tensor]:
     """d sum_t log p(y_t) / d (last hidden state), y_t drawn from the model's distribution at t, over
-    the positions `counted` (every position but the last when None); one seeded draw per sample."""
+    the positions `counted` (every position but the last when None); one seeded draw per sample. The
+    head works per position (norm, then a linear map), so it runs `HEAD_CHUNK` positions at a time."""
     grads = []
     for i, (h, mask) in enumerate(zip(finals, counted)):
-        h = h.detach().float().requires_grad_(True)
-        with torch.enable_grad():
-            logp = torch.log_softmax(head(norm(h)).float(), -1)[..., :-1, :]
-            logp = logp.reshape(-1, logp.shape[-1])
-            gen = torch.Generator().manual_seed(SEED + i)
-            y = torch.multinomial(logp.detach().exp(), 1, generator=gen)
-            ll = logp.gather(-1, y)[:, 0]
-            (ll if mask is None else ll[mask]).sum().backward()
-        grads.append(h.grad.detach())
+        h = h.detach().float().reshape(-1, h.shape[-1])
+        n = h.shape[0] - 1  # positions that predict a next token
+        keep = torch.ones(n, dtype=torch.bool) if mask is None else mask.reshape(-1)[:n]
+        grad = torch.zeros_like(h)
+        gen = torch.Generator().manual_seed(SEED + i)
+        for start in range(0, n, HEAD_CHUNK):
+            part = h[start:min(start + HEAD_CHUNK, n)].clone().requires_grad_(True)
+            with torch.enable_grad():
+                logp = torch.log_softmax(head(norm(part)).float(), -1)
+                y = torch.multinomial(logp.detach().exp(), 1, generator=gen)
+                ll = logp.gather(-1, y)[:, 0]
+                ll[keep[start:start + part.shape[0]]].sum().backward()
+            grad[start:start + part.shape[0]] = part.grad
+        grads.append(grad.reshape(finals[i].shape))
     return grads
 
 
