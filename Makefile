@@ -146,7 +146,8 @@ profile-vl: $(BUILD)/.installed
 	  quantkit quantize $(TRAINED_REF) --bits $$b --calib $(PROFILE_DIR)/calib --out $(PV)/trained-w$$b-gptq --overwrite || exit 1; \
 	  quantkit quantize $(TRAINED_REF) --bits $$b --method rtn --out $(PV)/trained-w$$b-rtn --overwrite || exit 1; \
 	done
-	$(PY) scripts/allocation_sweep.py $(TRAINED_REF) --calib $(PROFILE_DIR)/calib --profile profiles/ernie45-vl-w4.yaml --group-size 64 --out $(PV)/trained-alloc
+	$(PY) scripts/allocation_sweep.py $(TRAINED_REF) --calib $(PROFILE_DIR)/calib --profile profiles/ernie45-vl-w4.yaml \
+	  --low-profile profiles/ernie45-vl-w2.yaml --group-size 64 --out $(PV)/trained-alloc
 	rm -rf $(PROFILE_DIR)/report
 	quantkit profile $(TRAINED_REF) $(foreach b,8 4 3 2,$(PV)/trained-w$(b)-gptq $(PV)/trained-w$(b)-rtn) \
 	  $(PV)/trained-alloc/alloc-* --out $(PROFILE_DIR)/report
