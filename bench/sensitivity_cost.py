@@ -7,8 +7,8 @@ of `--seq-len`, a quarter of each sample an image span):
 - each layer's `layer_backward` (the layer rebuilt from the checkpoint, rerun with gradients on the
   saved inputs, backward from a random output gradient, the Fisher hooks and eigendecomposition): the
   sensitivity pass's per-layer work, load included as in the forward;
-- the head's share: the real tied 103424 x 2560 head (random weights) forward and backward on the
-  same tokens, as `head_gradients` does once per pass.
+- the head's share: `head_gradients` (the pass's own head step) with the real tied 103424 x 2560 head
+  (random weights) on the same tokens.
 Projection for the default `--sensitivity-tokens` (calibrate/sensitivity.py DEFAULT_TOKENS): (DEFAULT_TOKENS / tokens) x
 (27 x T_moe + T_dense + T_head), next to the calibration forward over the same tokens and the 4-bit quantize run
 (bench/results/realshape-*.json).
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
+from quantkit.calibrate.sensitivity import DEFAULT_TOKENS as DEFAULT_SENSITIVITY_TOKENS
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REAL_VOCAB = 103424
-from quantkit.calibrate.sensitivity import DEFAULT_TOKENS as DEFAULT_SENSITIVITY_TOKENS  # noqa: E402
 
 
 def _seconds(fn) -> float:
@@ -39,10 +40,10 @@ def _seconds(fn) -> float:
 
 
 def measure(tokens: int, seq_len: int, cache_root: Path) -> dict:
-    from quantkit.adapters import adapter_for
+    from quantkit.adapters import adapter_for, real_config
     from quantkit.calibrate.runner import LayerStream
+    from quantkit.calibrate.sensitivity import head_gradients, layer_backward
     from quantkit.checkpoint import Checkpoint
-    from quantkit.calibrate.sensitivity import layer_backward
 
     from .allocate_cost import quantize_minutes
     from .realshape import REAL, ensure_checkpoint, synthetic_states
@@ -66,19 +67,10 @@ def measure(tokens: int, seq_len: int, cache_root: Path) -> dict:
     hidden = adapter.shape.hidden_size
     head = torch.nn.Linear(hidden, REAL_VOCAB, bias=False)
     head.requires_grad_(False)
-
-    def head_pass():
-        for h, _ in states:
-            x = h.detach().requires_grad_(True)
-            logp = torch.log_softmax(head(x).float(), -1)
-            y = torch.multinomial(logp.detach().exp()[0], 1)
-            logp[0].gather(-1, y).sum().backward()
-
-    out["head_s"] = round(_seconds(head_pass), 2)
+    # the pass's own head step (the final norm is per position and cheap next to the head: left out)
+    out["head_s"] = round(_seconds(lambda: head_gradients(torch.nn.Identity(), head, [h for h, _ in states],
+                                                         [None] * len(states))), 2)
     scale = DEFAULT_SENSITIVITY_TOKENS / tokens
-    moe_layers = len(adapter.shape.moe_layers) if hasattr(adapter.shape, "moe_layers") else 27
-    from quantkit.adapters import real_config
-
     real = adapter_for(real_config("ERNIE-4.5-VL-28B-A3B")).shape
     n_moe, n_dense = len(real.moe_layers), real.num_layers - len(real.moe_layers)
     L = out["layers"]
@@ -86,7 +78,7 @@ def measure(tokens: int, seq_len: int, cache_root: Path) -> dict:
                     + out["head_s"])
     fwd = scale * (n_moe * L["moe"]["calibration_forward_s"] + n_dense * L["dense"]["calibration_forward_s"])
     minutes, source = quantize_minutes()
-    out.update({"bench_moe_layers": moe_layers, "real_moe_layers": n_moe, "real_dense_layers": n_dense,
+    out.update({"bench_moe_layers": len(adapter.shape.moe_layers), "real_moe_layers": n_moe, "real_dense_layers": n_dense,
                 "projected_sensitivity_minutes": round(sens / 60, 1),
                 "projected_calibration_forward_minutes_same_tokens": round(fwd / 60, 1),
                 "quantize_4bit_minutes": minutes, "quantize_source": source,

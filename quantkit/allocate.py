@@ -217,7 +217,7 @@ def tensor_error(w: torch.Tensor, h: torch.Tensor, scheme: QuantScheme, rows: in
         dw = backend.gptq(scheme, ws[None], h[None])[0][0].dequantize().float() - ws
     per_row = ((dw @ h) * dw).sum(-1)
     if fisher is not None:
-        diag = fisher.diagonal()
+        diag = fisher.diagonal
         per_row = per_row * (diag if idx is None else diag[idx])
     return float(per_row.sum()) * (w.shape[0] / ws.shape[0])
 
@@ -283,10 +283,10 @@ def _fisher_table(store, units: list[Unit], notes: list[str]) -> dict[tuple, Out
                      "every layer's output error counts alike; recalibrate for a better allocation")
         return None
     table = {(n, m): f for n, per in fishers.items() for m, f in per.items()}
-    iso = float(np.mean([f.trace / f.vectors.shape[0] for f in table.values()]))
+    iso = float(np.mean([f.mean for f in table.values()]))
+    d = next(iter(table.values())).vectors.shape[0]
     missing = sorted({(e.role.layer, e.role.modality) for u in units for e in u.entries} - set(table))
     for n, m in missing:
-        d = next(iter(table.values())).vectors.shape[0]
         table[(n, m)] = OutputFisher(torch.zeros(0), torch.zeros(d, 0), iso * d, 0)
     if missing:
         notes.append(f"no sensitivity tokens for {', '.join(f'layer {n} {m}' for n, m in missing)}: "
@@ -322,8 +322,11 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
                     hessians[group] = torch.eye(e.shape[1])
             return hessians[group]
 
+        def layer_fisher(modality: str) -> OutputFisher | None:
+            return fishers[(layer, modality)] if fishers is not None else None
+
         def fisher_of(e: TensorPlan) -> OutputFisher | None:  # for tensors writing the layer's output
-            return fishers[(layer, e.role.modality)] if fishers is not None and e.role.proj == "down" else None
+            return layer_fisher(e.role.modality) if e.role.proj == "down" else None
 
         # one record per tensor: [unit, entry, routed tokens, RTN errors, estimated errors]
         records = []
@@ -350,15 +353,13 @@ def measure_errors(ckpt: Checkpoint, adapter: Adapter, store, units: list[Unit],
                 ratios[(layer, *kind)] = ratio
             for rec in items:
                 rec[4] = [a * (ratio[i] if i < len(ratio) else 1.0) for i, a in enumerate(rec[3])]
-        factors = _layer_mlp_factors(ckpt, records, hessian,
-                                     lambda m: fishers[(layer, m)] if fishers is not None else None)
+        factors = _layer_mlp_factors(ckpt, records, hessian, layer_fisher)
         for u, e, _, errs, est in records:
             f = factors.get((e.role.kind, e.role.modality, e.role.proj))
             if f is not None:
                 factor_log[f"{e.role.kind} {e.role.proj}"].append(f[len(f) // 2])
             elif fishers is not None and fisher_of(e) is None:  # gate/up without the expert's down quantized:
-                fi = fishers[(layer, e.role.modality)]          # the layer's mean sensitivity per dimension
-                f = [fi.trace / fi.vectors.shape[0]] * len(errs)
+                f = [layer_fisher(e.role.modality).mean] * len(errs)  # the layer's mean sensitivity per dimension
             f = f or [1.0] * len(errs)
             u.rtn_error = [a + b * c for a, b, c in zip(u.rtn_error, errs, f)]
             u.error = [a + b * c for a, b, c in zip(u.error, est, f)]

@@ -12,7 +12,7 @@ from ..checkpoint import Checkpoint
 from ..errors import CalibrationError
 from ..progress import report
 from .processor import load_processor, use_chat_template
-from .samples import SampleSet, default_set_dir, encode_sample, load_samples
+from .samples import SampleSet, default_set_dir, encode_sample, load_samples, vision_mask
 
 
 @dataclass
@@ -44,9 +44,9 @@ def encode_samples(ckpt: Checkpoint, adapter: Adapter, samples: str | Path | Non
         report(log, "encode samples", len(inputs), len(usable), "sample")
     text = vision = 0
     for x in inputs:
-        mm = x.get("moe_mm_token_type_ids", x.get("mm_token_type_ids"))
+        marks = vision_mask(x)
         n = x["input_ids"].numel()
-        v = int((mm != 0).sum()) if mm is not None else 0
+        v = int(marks.sum()) if marks is not None else 0
         vision += v
         text += n - v
     summary = {"path": str(path), "sha256": sample_set.sha256, "samples": len(inputs),

@@ -353,12 +353,19 @@ def _load_rgb(sample: Sample, path: Path) -> Image.Image:
         raise CalibrationError(f"{sample.where()}: cannot read picture {path}: {exc}") from None
 
 
+def vision_mask(inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The tokens the processor marks as pictures (ERNIE-4.5-VL: moe_mm_token_type_ids, Qwen3-VL:
+    mm_token_type_ids), as a bool tensor of the input's shape; None when it marks no modalities."""
+    types = inputs.get("moe_mm_token_type_ids", inputs.get("mm_token_type_ids"))
+    return None if types is None else types != 0
+
+
 def _check_vision_tokens(sample: Sample, inputs: dict[str, torch.Tensor]) -> None:
     """The vision experts only see tokens the processor marks as vision: make sure that matches the sample."""
-    types = inputs.get("moe_mm_token_type_ids", inputs.get("mm_token_type_ids"))
-    if types is None:
+    marks = vision_mask(inputs)
+    if marks is None:
         return  # this processor does not mark modalities
-    vision = int((types != 0).sum())
+    vision = int(marks.sum())
     if sample.has_media and vision == 0:
         raise CalibrationError(f"{sample.where()}: it has pictures but no token is marked as vision; "
                             "does the chat template place the image/video placeholders?")

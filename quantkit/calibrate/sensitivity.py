@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from ..adapters.base import hidden_states
 from ..runstate import flatten, unflatten
+from .samples import vision_mask
 
 DEFAULT_TOKENS = 4096  # tokens of the samples the backward pass uses (calibrate --sensitivity-tokens)
 RANK = 64  # eigenpairs kept per layer and modality
@@ -49,6 +51,11 @@ class OutputFisher:
     tokens: int
 
     @property
+    def mean(self) -> float:
+        """trace / d: the weight per output dimension of an isotropic F with the same trace."""
+        return self.trace / self.vectors.shape[0]
+
+    @property
     def tail(self) -> float:
         d, r = self.vectors.shape
         return max(self.trace - float(self.values.sum()), 0.0) / (d - r) if d > r else 0.0
@@ -59,9 +66,11 @@ class OutputFisher:
         top = float((p.pow(2) * self.values.double()).sum())
         return top + self.tail * max(float(dy.double().pow(2).sum()) - float(p.pow(2).sum()), 0.0)
 
+    @cached_property
     def diagonal(self) -> torch.Tensor:
         """diag F ([d]): the weight of each output dimension's squared error, when the errors of
-        different dimensions are uncorrelated (down_proj's rounding errors, row by row)."""
+        different dimensions are uncorrelated (down_proj's rounding errors, row by row). Computed once:
+        the allocator reads it for every expert and width."""
         v = self.vectors.double()
         return ((v.pow(2) * self.values.double()).sum(-1) + self.tail * (1 - v.pow(2).sum(-1))).float()
 
@@ -111,10 +120,10 @@ def text_predictions(inputs: dict) -> torch.Tensor | None:
     """Which positions' next-token predictions count: those where neither the token nor the next one
     is a picture token (a VL model's output inside a picture is never read: training masks it, and
     generation never happens there), as the profile's perplexity counts them. None: every position."""
-    mm = inputs.get("moe_mm_token_type_ids", inputs.get("mm_token_type_ids"))
-    if mm is None:
+    vision = vision_mask(inputs)
+    if vision is None:
         return None
-    vision = mm.reshape(-1) != 0
+    vision = vision.reshape(-1)
     return ~vision[:-1] & ~vision[1:]
 
 
