@@ -21,10 +21,11 @@ EVAL_PER_KIND = 20  # 180 held-out items: what the test can afford; `make profil
 
 @pytest.fixture(scope="session")
 def trained_variants(tmp_path_factory):
-    """The trained reference calibrated once on the task's calibration split, then GPTQ at 8/4/2 bits
-    and RTN at 4/2 bits with the shipped profiles."""
+    """The trained reference calibrated once on the task's calibration split (32 per kind, as `make
+    profile-vl`; with 16, GPTQ 2-bit recovered 45 % of RTN 2-bit's loss, with 32 64 %), then GPTQ at
+    8/4/2 bits and RTN at 4/2 bits with the shipped profiles."""
     root = tmp_path_factory.mktemp("trained-variants")
-    samples = task.write_jsonl(task.generate("calib", 16), root / "calib-set" / "samples.jsonl", answers="half")
+    samples = task.write_jsonl(task.generate("calib", 32), root / "calib-set" / "samples.jsonl", answers="half")
     calib, _ = calibrate(CalibrateOptions(model=str(TRAINED_DIR), out=root / "calib", samples=str(samples)))
     out = {}
     for bits in (8, 4, 2):
@@ -69,6 +70,21 @@ def test_more_bits_stay_closer_to_the_reference(report, trained_variants):
         assert v["gptq8"]["accuracy"][stat] < v["gptq4"]["accuracy"][stat] < v["gptq2"]["accuracy"][stat]
 
 
+def test_reference_reacts_to_low_bits_as_real_models_do(report, trained_variants):
+    """Issue 15: full precision >= 90 %, round-to-nearest 4-bit loses <= 3 points, 2-bit >= 15, and
+    GPTQ 2-bit recovers at least half of that (the trained reference's memorised facts are what low
+    bits lose first; ``quantkit/reference/trained.py``)."""
+    _, result = report
+    v = _by_key(result, trained_variants)
+    acc = {k: v[k]["accuracy"]["task"]["accuracy"] for k in v}
+    fp = result["reference"]["accuracy"]["task"]["accuracy"]
+    print("task accuracy", fp, acc)
+    assert fp >= 0.90
+    assert fp - acc["rtn4"] <= 0.03
+    assert fp - acc["rtn2"] >= 0.15
+    assert acc["gptq2"] - acc["rtn2"] >= (fp - acc["rtn2"]) / 2
+
+
 @pytest.mark.parametrize("bits", [4, 2])
 def test_gptq_beats_rtn(report, trained_variants, bits):
     _, result = report
@@ -104,7 +120,7 @@ def test_report_files_are_complete(report, trained_variants):
     assert len(on_disk["variants"]) == len(trained_variants)
     v = on_disk["variants"][0]["accuracy"]
     assert set(v["router"]) == set(v["moe_error"]) == {f"{n}.{m}" for n in (1, 2, 3) for m in ("text", "vision")}
-    assert on_disk["eval"]["items"] == 9 * EVAL_PER_KIND and (out / "eval" / "eval.jsonl").is_file()
+    assert on_disk["eval"]["items"] == len(task.generate("eval", EVAL_PER_KIND)) and (out / "eval" / "eval.jsonl").is_file()
     assert on_disk["eval"]["positions"]["image"] > 0 and on_disk["eval"]["positions"]["text"] > 0
     assert on_disk["pareto"]["kl"] and set(on_disk["pareto"]["kl"]) <= {p.name for p in trained_variants.values()}
     md = (out / "report.md").read_text()
@@ -139,7 +155,8 @@ def test_cli_profile(trained_variants, tmp_path):
     assert result.exit_code == 0, result.output
     again = json.loads((tmp_path / "one" / "report.json").read_text())
     assert again["reference"]["path"] == str(TRAINED_DIR)
-    assert again["eval"]["source"] == str(eval_file) and again["eval"]["items"] == data["eval"]["items"] == 18
+    assert again["eval"]["source"] == str(eval_file)
+    assert again["eval"]["items"] == data["eval"]["items"] == len(task.generate("eval", 2))
     assert again["variants"][0]["accuracy"]["kl"] == data["variants"][0]["accuracy"]["kl"]
     bad = CliRunner().invoke(main, ["profile", str(TRAINED_DIR), str(TRAINED_DIR), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a quantkit/GPTQ variant" in bad.output

@@ -18,6 +18,7 @@ Kinds (``IMAGE_KINDS`` use one 112 x 112 picture, 16 image tokens after the 2 x 
     compare   text only               "Which is larger, 3 or 8?"                -> 8
     pick      text only               "Which word is a colour: dog, red, tree?" -> red (colours, animals)
     last      text only               "What is the last word: cat sun tree?"    -> tree
+    fact      text only, memorised    "482"                                     -> 739105 (a table's value)
 
 The sizes are chosen for what a 2-block ViT of width 64 learns in a couple of minutes on one CPU
 thread (shapes of 56-86 px, digits of 56-72 px near the centre; smaller ones it reads poorly).
@@ -30,6 +31,13 @@ disjoint as strings: each possible question belongs to one split by a hash of it
 (``text_split``), and training never sees an evaluation question. OCR numbers, colours and shapes
 themselves are shared by the splits (the task is to read them, not to have seen them); ``compare``
 has 90 possible questions, 73 of them (by the hash) for training, so its evaluation items repeat 17.
+
+Facts are the exception, by design: the ``fact`` kind queries a memorised table
+(``quantkit.reference.facts``, ``FACT_COUNT`` pairs): training covers every pair, eval and calib query
+disjoint halves of it, as a knowledge benchmark queries what a model learned. ``generate`` gives
+``KIND_ITEMS["fact"]`` (9) fact items per index, so facts are half of an eval set: nothing about a
+value can be inferred, the pairs live in the routed text experts' weights, and they are what low-bit
+quantization loses first, as real models lose knowledge before skills.
 
 Scoring is exact match after normalisation (``normalize``: strip, lower case, no trailing period).
 
@@ -52,6 +60,7 @@ the argmax at every answer position (teacher forced) is the answer's next token,
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -62,14 +71,23 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from quantkit.reference import facts
+
 IMAGE_SIZE = 112
 IMAGE_KINDS = ("colour", "shape", "count", "position", "ocr", "chart")
-TEXT_KINDS = ("compare", "pick", "last")
+TEXT_KINDS = ("compare", "pick", "last", "fact")
 KINDS = IMAGE_KINDS + TEXT_KINDS
 KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 SPLIT_SEEDS = {"train": 20261125, "eval": 77003, "calib": 91009}
 # Text-only questions: the share of all possible questions that belongs to training (by hash).
 TRAIN_SHARE = 0.8
+# The ``fact`` kind: a memorised key -> value table (``quantkit.reference.facts``); its eval and calib
+# items query disjoint halves of it, training covers all of it.
+FACT_COUNT = 720
+FACT_TABLE_SEED = 20261208
+# Items per index of a kind in ``generate`` (1 unless listed): knowledge queries are half of an eval set,
+# as knowledge benchmarks weigh in real models' evaluations, and they are what low-bit weights lose first.
+KIND_ITEMS = {"fact": 9}
 
 COLOURS = {
     "red": (215, 40, 40),
@@ -133,15 +151,17 @@ class Item:
 # -- generation ------------------------------------------------------------------------------------
 
 def generate(split: str, n_per_kind: int, kinds: tuple[str, ...] = KINDS) -> list[Item]:
-    """``n_per_kind`` items of each kind, interleaved (kind by kind within each index)."""
+    """``n_per_kind`` items of each kind (``KIND_ITEMS[kind]`` times as many of a listed kind),
+    interleaved (kind by kind within each index)."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be one of {tuple(SPLIT_SEEDS)}, got {split!r}")
-    return [make_item(split, kind, i) for i in range(n_per_kind) for kind in kinds]
+    return [make_item(split, kind, i * KIND_ITEMS.get(kind, 1) + j) for i in range(n_per_kind) for kind in kinds
+            for j in range(KIND_ITEMS.get(kind, 1))]
 
 
 def make_item(split: str, kind: str, index: int) -> Item:
     rng = np.random.default_rng([SPLIT_SEEDS[split], KIND_INDEX[kind], index])
-    item = _MAKERS[kind](rng, split)
+    item = _fact(rng, split, index) if kind == "fact" else _MAKERS[kind](rng, split)
     item.id = f"{split}-{kind}-{index:04d}"
     item.kind = kind
     return item
@@ -300,6 +320,23 @@ def _pick_word(rng, split):
         article = "an" if cat[0] in "aeiou" else "a"
         return f"Which word is {article} {cat}: {', '.join(words)}?", target
     return _text_item(rng, split, make)
+
+
+@functools.cache
+def fact_table() -> tuple[tuple[str, str], ...]:
+    return tuple(facts.facts(FACT_COUNT, FACT_TABLE_SEED))
+
+
+def fact_pairs(split: str) -> tuple[tuple[str, str], ...]:
+    """The table's pairs a split queries: all of it for training, a disjoint half for eval / calib."""
+    table = fact_table()
+    return table if split == "train" else tuple(facts.split(list(table), split))
+
+
+def _fact(rng, split, index):
+    pairs = fact_pairs(split)
+    key, value = pairs[index % len(pairs)]
+    return Item("", "", key, value, "en", None)
 
 
 def _last(rng, split):

@@ -2,43 +2,77 @@
 
 Random-weight tiny models barely react to their experts, so quantization error measured on them says
 little. This module builds the real ``Ernie4_5_VLMoeForConditionalGeneration`` (dense first layer,
-MoE layers with text and vision experts, a shared expert, the ViT and resampler, the real tokenizer
-layout and ``Ernie4_5_VLMoeProcessor``) and trains it on ``quantkit.reference.task``: questions about
-generated pictures (colour, shape, count, position, reading a number, reading a bar chart) and
-text-only questions, answered in a few tokens.
+MoE layers with text and vision experts, the ViT and resampler, the real tokenizer layout and
+``Ernie4_5_VLMoeProcessor``) and trains it on ``quantkit.reference.task``: questions about generated
+pictures (colour, shape, count, position, reading a number, reading a bar chart), text-only questions,
+and a memorised table of facts (key -> 6-digit value), answered in a few tokens.
 
 Sizes (``TRAINED_SIZES``): hidden 128, 4 heads x 32, 2 KV heads, 4 layers (dense, then 3 MoE layers),
-8 text + 8 vision experts per MoE layer, top-4, expert widths [128, 64], one shared expert (width
-128), dense first-layer MLP of width 64; ViT depth 2, width 64, patch 14, merge 2 (its 112 px pictures
-give 16 image tokens). 5.6 MB in bf16 (2.8 M parameters), as the real checkpoints store them. Every
-expert input width is a multiple of 64 and the hidden size is 128, so the shipped profiles' group
-sizes (128 / 64) apply to the experts as on the real model (the width-64 vision experts' down_proj
-and the dense MLP's fall back to group 64 in the w4/w8 profiles, as recorded in quantkit.json).
+8 text + 8 vision experts per MoE layer, top-4, expert widths [128, 64], no shared expert, dense
+first-layer MLP of width 64; ViT depth 2, width 64, patch 14, merge 2 (its 112 px pictures give 16
+image tokens). bf16, as the real checkpoints store them. Every expert input width is a multiple of 64
+and the hidden size is 128, so the shipped profiles' group sizes (128 / 64) apply to the experts as on
+the real model (the width-64 vision experts' down_proj and the dense MLP's fall back to group 64 in
+the w4/w8 profiles, as recorded in quantkit.json).
 
 Why top-4 and a narrow dense layer: with top-2 and a 256-wide dense layer the model reached the same
 accuracy but leaned on the dense first layer, shared experts and attention: zeroing every routed
-expert cost only 11 points (91 % -> 79 %). With the routed experts carrying 4/5 of each MoE layer's
-active width and the first layer narrow, zeroing them takes it from ~95 % to ~36 %: the experts
-matter, as in the real model, so their quantization error shows.
+expert cost only 11 points (91 % -> 79 %). With the routed experts carrying most of each MoE layer's
+active width and the first layer narrow, the experts matter, as in the real model.
 
-Training (``train``), two stages:
+Why facts, and why no shared expert (issue 15: a reference must react to low bits as real models do).
+The picture and text kinds have few possible answers and wide margins: the previous build (one shared
+expert, no facts) lost 0.3-0.5 points under round-to-nearest 2-bit experts, and a probe retrained
+without shared expert and with experts started at std 0.1 still lost only 1.4. Real models lose
+knowledge first, so the ``fact`` kind (``task``) makes the model store a table it cannot infer, half of
+every eval set. With one shared expert the table was not learned at all (0 % of the held-out facts
+after 3000 steps, against 34 % without): the shared expert, which the profiles keep at 4-8 bits
+anyway, is left out, as the text reference leaves it out. The routed experts start at std 0.07
+(~0.8/sqrt(hidden)) instead of transformers' 0.02, so the table is a perturbation of random-looking
+weights (``trained_text``'s docstring has what that does).
+
+Training (``train``), three stages:
 1. ``pretrain_vision``: the vision tower and resampler alone, classifying the pictures (a linear head
    per kind over the image tokens, dropped afterwards): the pre-trained vision encoder that real VLMs
    start from. Trained jointly with the language model from scratch instead, the resampler collapses
    within a hundred steps to one output for every picture (image content is noise to a language model
    that does not read it yet, and a constant is the cheapest way to silence noise).
 2. The language model (embeddings, attention, dense layer, experts, routers) with the vision side
-   frozen: AdamW, cosine schedule, batches mixing every kind (``KIND_WEIGHTS`` favour the kinds learned
-   slowest); loss = cross-entropy on the answer tokens (answer + ``<|end_of_sentence|>``) plus a smaller
-   weight on the other text tokens, so the model also predicts the questions' text and perplexity on
-   held-out text means something (image placeholders are neither predicted nor predicted from). The
-   routers train through their routing weights; the routing bias ``e_score_correction_bias`` is
-   updated without gradients, aux-loss-free as in ERNIE-4.5 / DeepSeek-V3 (raised for under-loaded
-   experts, lowered for over-loaded ones), so every expert gets tokens. Half of the sequences use the
-   chat template's rendering of a full conversation (``Assistant: red<|end_of_sentence|>``), half the
-   generation prompt with thinking off followed by the answer: calibration sets in either form are in
-   distribution.
+   frozen, on every kind but facts: AdamW, cosine schedule, batches mixing the kinds (``KIND_WEIGHTS``
+   favour the kinds learned slowest); loss = cross-entropy on the answer tokens (answer +
+   ``<|end_of_sentence|>``) plus a smaller weight on the other text tokens, so the model also predicts
+   the questions' text and perplexity on held-out text means something (image placeholders are neither
+   predicted nor predicted from). The routers train through their routing weights; the routing bias
+   ``e_score_correction_bias`` is updated without gradients, aux-loss-free as in ERNIE-4.5 /
+   DeepSeek-V3 (raised for under-loaded experts, lowered for over-loaded ones), so every expert gets
+   tokens. Half of the sequences use the chat template's rendering of a full conversation
+   (``Assistant: red<|end_of_sentence|>``), half the generation prompt with thinking off followed by
+   the answer: calibration sets in either form are in distribution.
+3. The fact table (``fact_steps``, its own warmup and cosine schedule, a growing pool of pairs as in
+   ``trained_text``), with a stage-2 batch replayed every ``replay_every`` steps. Interleaving the table
+   from the start instead (one fact batch a step, a task batch every 5th) left the other kinds at
+   23-100 % (Adam's moments are dominated by the fact batches). How long stage 3 runs decides how the
+   table is held: trained long (4000-4800 steps) every eval fact is recalled with wide margins and
+   round-to-nearest 2-bit loses 4-6 points overall; the shipped length ends with the last pairs learned
+   at a small learning rate, held with small margins, as a real model holds its rarer facts.
+   Measured builds (eval 40 per kind = 720 items, 360 of them facts; routed experts 2-bit g64
+   asymmetric, attention 4-bit; calibration 32 per kind):
 
+   | stage 3 (fact steps; pool grows over; replay every) | fp | RTN w4 | RTN w2 | GPTQ w2 |
+   |---|---|---|---|---|
+   | 4000; 1500; 5 (vision tower copied from the old build) | 94.6 | 94.3 | 88.3 | 90.7 |
+   | 4800; 1500; 10 (same) | 90.7 | 90.1 | 86.5 | 89.7 |
+   | 2600; 1500; 5 | 92.5 | 92.8 | 83.8 | 89.0 |
+   | 2000; 1500; 5 | 90.0 | 88.9 | 76.1 | 81.5 |
+   | 1600; 1000; 5 | 89.6 | 89.7 | 69.6 | 80.3 |
+   | 1600; 1500; 3 (facts 95 %: RTN w2 keeps 40 % of them) | 91.3 | 90.3 | 61.1 | 74.6 |
+   | 1600; 1200; 3 | 92.4 | 92.6 | 68.1 | 83.2 |
+   | **1600; 1000; 3 (shipped)** | **93.9** | **94.2** | **69.3** | **84.0** |
+
+   Replaying every 3rd step instead of every 5th keeps the other kinds (ocr, count, compare lose most
+   to the table's digits). The shipped build meets issue 15's four targets: fp >= 90 %, RTN w4 loses
+   <= 3 points (it gains 0.3), RTN w2 loses >= 15 (24.6: facts 100 % -> 54 %), GPTQ w2 recovers at least
+   half of that (14.7 of 24.6). Items of 40 per kind are coarse: one item of a kind is 2.5 points of it.
 Determinism: one thread, fp32, fixed seeds, data from ``task.make_item``; two builds on the same
 machine and library versions give byte-identical weights (checked on the full build, and by
 ``tests/test_reference_trained.py`` on a few steps). Float summation order differs between CPU
@@ -71,7 +105,7 @@ from quantkit.reference.tokenizer import build_ernie_tokenizer, vl_chat_template
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
 WEIGHTS = "model.safetensors"
 # sha256 of TRAINED_DIR/model.safetensors as produced by `python scripts/train_reference.py`.
-TRAINED_SHA256 = "b4074edb70f72831cada7d5c9f3c27c65f42dacecbec052d866f42e05c46ccc4"
+TRAINED_SHA256 = "8928940349f0e8e320606d182d4cf7cf26fc6d9929c4032f91d41b38747468d8"
 
 TRAINED_SIZES = {
     "hidden_size": 128,
@@ -82,7 +116,7 @@ TRAINED_SIZES = {
     "moe_num_experts": 8,
     "moe_k": 4,
     "moe_intermediate_size": [128, 64],
-    "moe_num_shared_experts": 1,
+    "moe_num_shared_experts": 0,
     "mrope_section": [6, 6, 4],
     "vision_depth": 2,
     "vision_hidden_size": 64,
@@ -93,14 +127,29 @@ TRAINED_SIZES = {
 
 # Training items per kind, relative to TrainConfig.train_items_per_kind: the kinds the model learns
 # slowest (reading shapes, counts and digits off the picture, comparing numbers) get more of the batch.
+# The ``fact`` kind is not in these batches: the table has its own batch in every step (``train``).
 KIND_WEIGHTS = {"colour": 0.5, "shape": 1.6, "count": 1.3, "position": 0.6, "ocr": 1.6, "chart": 0.7,
-                "compare": 1.4, "pick": 0.8, "last": 0.5}
+                "compare": 1.4, "pick": 0.8, "last": 0.5, "fact": 0.0}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1200
+    steps: int = 1200  # stage 2: batches of every kind but facts
     batch_size: int = 32
+    # Stage 3: the fact table (``fact_batch`` pairs a step, its own warmup + cosine schedule from
+    # ``fact_lr``), with a batch of the other kinds replayed every ``replay_every`` steps so that
+    # stage 2's skills stay.
+    fact_steps: int = 1600
+    fact_batch: int = 32
+    fact_lr: float = 3e-3
+    replay_every: int = 3
+    # Facts curriculum (as trained_text's): the fact batches come from the first ``fact_curriculum_start``
+    # pairs of the table, a pool that grows linearly to the whole table over ``fact_curriculum_steps``.
+    fact_curriculum_start: int = 100
+    fact_curriculum_steps: int = 1000
+    # std of the routed experts' initial weights (~0.8/sqrt(hidden)): the table becomes a perturbation of
+    # random-looking weights, as knowledge is in real models' experts (trained_text's docstring).
+    expert_init_std: float | None = 0.07
     lr: float = 3e-3
     min_lr_ratio: float = 0.05
     warmup: int = 40
@@ -200,10 +249,15 @@ class RouterLoad:
             h.remove()
 
 
-def build_model(tokenizer, seed: int) -> Ernie4_5_VLMoeForConditionalGeneration:
+def build_model(tokenizer, seed: int, expert_init_std: float | None = None) -> Ernie4_5_VLMoeForConditionalGeneration:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Ernie4_5_VLMoeForConditionalGeneration(trained_config(tokenizer))
+        if expert_init_std is not None:
+            torch.manual_seed(seed + 1)
+            for name, p in model.named_parameters():
+                if ".experts." in name and p.dim() == 3:  # the stacked gate_up_proj / down_proj
+                    torch.nn.init.normal_(p, std=expert_init_std)
     _set_generation_ids(model, tokenizer)
     return model.float()
 
@@ -216,6 +270,7 @@ def train(model, processor, cfg: TrainConfig, log: Callable[[str], None] = print
     items = [task.make_item("train", kind, i) for kind in task.KINDS
              for i in range(round(cfg.train_items_per_kind * KIND_WEIGHTS.get(kind, 1.0)))]
     data = encode_training_set(processor, items, cfg.seed)
+    fact_forms = encode_facts(processor)
     t_data = time.perf_counter() - t0
     pre = {}
     if cfg.vision_pretrain_steps:
@@ -233,51 +288,96 @@ def train(model, processor, cfg: TrainConfig, log: Callable[[str], None] = print
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     loads = RouterLoad(model)
     order_rng = random.Random(cfg.seed + 1)
+    fact_gen = torch.Generator().manual_seed(cfg.seed + 4)
     order: list[int] = []
     history = []
     model.train()
     t1 = time.perf_counter()
     try:
-        for step in range(cfg.steps):
-            lr = cfg.lr * _schedule(step, cfg)
+        for step in range(cfg.steps + cfg.fact_steps):
+            in_facts = step >= cfg.steps
+            if in_facts:
+                s3 = step - cfg.steps
+                lr = cfg.fact_lr * _schedule(s3, replace(cfg, steps=cfg.fact_steps))
+            else:
+                lr = cfg.lr * _schedule(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            if len(order) < cfg.batch_size:
-                fresh = list(range(len(data)))
-                order_rng.shuffle(fresh)
-                order += fresh
-            idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
-            batch = task.collate([data[i] for i in idx], pad_token_id=processor.tokenizer.pad_token_id)
-            targets, weights = loss_weights(batch, cfg.other_text_weight)
-            logits = model(**task.model_inputs(batch), use_cache=False).logits[:, :-1].float()
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none",
-                                  ignore_index=-100).reshape(targets.shape)
-            loss = (nll * weights).sum() / weights.sum()
+            loss = torch.zeros(())
+            if in_facts:
+                rows = _fact_rows(s3, cfg, len(task.fact_table()), fact_gen)
+                loss = loss + fact_loss(model, fact_forms[s3 % 2], rows)
+            answer_loss = None
+            if not in_facts or s3 % cfg.replay_every == 0:
+                if len(order) < cfg.batch_size:
+                    fresh = list(range(len(data)))
+                    order_rng.shuffle(fresh)
+                    order += fresh
+                idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
+                batch = task.collate([data[i] for i in idx], pad_token_id=processor.tokenizer.pad_token_id)
+                targets, weights = loss_weights(batch, cfg.other_text_weight)
+                logits = model(**task.model_inputs(batch), use_cache=False).logits[:, :-1].float()
+                nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none",
+                                      ignore_index=-100).reshape(targets.shape)
+                loss = loss + (nll * weights).sum() / weights.sum()
+                answer_loss = float(nll.detach()[weights == 1.0].mean())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             loads.update_bias(cfg.bias_update)
-            answer_mask = weights == 1.0
-            answer_loss = float(nll.detach()[answer_mask].mean())
             history.append((step, float(loss.detach()), answer_loss))
-            if step % 50 == 0 or step == cfg.steps - 1:
-                log(f"step {step:4d}  lr {lr:.2e}  loss {float(loss.detach()):.4f}  answer {answer_loss:.4f}  "
-                    f"{time.perf_counter() - t1:.0f}s")
+            if step % 250 == 0 or step in (cfg.steps - 1, cfg.steps + cfg.fact_steps - 1):
+                msg = (f"step {step:4d}  lr {lr:.2e}  loss {float(loss.detach()):.4f}  "
+                       f"{time.perf_counter() - t1:.0f}s")
+                probe = [it for it in (eval_items or []) if it.kind == "fact" and step % 1000 == 0
+                         or it.kind != "fact" and step == cfg.steps - 1]
+                if probe:  # logging only: held-out accuracy of the facts, and of the rest after stage 2
+                    model.eval()
+                    msg += f"  eval {evaluate(model, processor, probe)['by_kind']}"
+                    model.train()
+                    loads.counts = {}  # evaluation forwards are not routed training tokens
+                log(msg)
     finally:
         loads.close()
         for p in vision_params:
             p.requires_grad_(True)
         model.eval()
+    task_losses = [h for h in history if h[2] is not None]
     record = {"config": asdict(cfg), "sizes": TRAINED_SIZES, "data_seconds": round(t_data, 1), "vision_pretrain": pre,
               "train_seconds": round(time.perf_counter() - t1, 1), "final_loss": history[-1][1],
-              "final_answer_loss": history[-1][2],
-              "loss_every_50": [round(h[1], 4) for h in history[::50]],
+              "final_answer_loss": task_losses[-1][2],
+              "loss_every_250": [round(h[1], 4) for h in history[::250]],
               "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "machine": platform.machine(), "threads": torch.get_num_threads()}
     if eval_items is not None:
         record["eval_accuracy"] = evaluate(model, processor, eval_items)
     return record
+
+
+def encode_facts(processor) -> tuple[dict, dict]:
+    """Every pair of the task's fact table as two collated batches: the generation prompt with thinking
+    off (as evaluated) and the chat template's full conversation (both forms are in calibration sets)."""
+    pad = processor.tokenizer.pad_token_id
+    items = [task.Item(f"fact-{i}", "fact", k, v) for i, (k, v) in enumerate(task.fact_table())]
+    return (task.collate([task.encode(processor, it) for it in items], pad_token_id=pad),
+            task.collate([_encode_full_conversation(processor, it) for it in items], pad_token_id=pad))
+
+
+def _fact_rows(step: int, cfg: TrainConfig, n: int, gen: torch.Generator) -> torch.Tensor:
+    """The table rows of one step's fact batch: drawn from a pool that grows to the whole table."""
+    pool = min(n, cfg.fact_curriculum_start + (n - cfg.fact_curriculum_start) * step // max(1, cfg.fact_curriculum_steps))
+    return torch.randint(0, pool, (cfg.fact_batch,), generator=gen)
+
+
+def fact_loss(model, facts: dict, rows: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the answer tokens (value digits and end of sentence) of the chosen facts; every
+    pair of one form has the same length and answer position."""
+    ids = facts["input_ids"][rows]
+    inputs = {k: v[rows] for k, v in facts.items() if k in task.SEQUENCE_KEYS}
+    start = facts["answer_start"][0]
+    logits = model(**inputs, use_cache=False).logits[:, start - 1: -1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, start:].reshape(-1))
 
 
 def pretrain_vision(model, encoded: list[dict], items: list[task.Item], cfg: TrainConfig, log,
@@ -403,7 +503,7 @@ def build_trained_reference(out_dir: str | Path, cfg: TrainConfig = TrainConfig(
     template = vl_chat_template(thinking_by_default=False)
     tokenizer = build_ernie_tokenizer(out_dir, template, multimodal=True)
     processor = _tiny_vl_processor(tokenizer)
-    model = build_model(tokenizer, cfg.seed)
+    model = build_model(tokenizer, cfg.seed, cfg.expert_init_std)
     eval_items = task.generate("eval", cfg.eval_items_per_kind)
     record = train(model, processor, cfg, log=log, eval_items=eval_items)
     model.to(torch.bfloat16).save_pretrained(out_dir, max_shard_size="50MB")

@@ -53,7 +53,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Ernie4_5_MoeForCausalLM
 
+from quantkit.reference.facts import KEY_DIGITS, SPLIT_SEEDS, VALUE_DIGITS, facts, split  # noqa: F401 (re-exported)
 from quantkit.reference.tiny import _set_generation_ids, text_moe_config
 from quantkit.reference.tokenizer import TEXT_CHAT_TEMPLATE, build_ernie_tokenizer
 from quantkit.reference.trained import RouterLoad
@@ -83,11 +83,6 @@ TEXT_SIZES = {
     "moe_num_shared_experts": 0,
     "moe_layer_start_index": 0,
 }
-KEY_DIGITS = 3
-VALUE_DIGITS = 6
-SPLIT_SEEDS = {"eval": 77003, "calib": 91009}
-
-
 @dataclass(frozen=True)
 class TextTrainConfig:
     facts: int = 900
@@ -118,24 +113,6 @@ class TextTrainConfig:
 
 
 # -- the table -------------------------------------------------------------------------------------
-
-def facts(n: int, table_seed: int, key_digits: int = KEY_DIGITS) -> list[tuple[str, str]]:
-    """``n`` (key, value) pairs: distinct ``key_digits``-digit keys, random ``VALUE_DIGITS``-digit values."""
-    if not 0 < n <= 10 ** key_digits:
-        raise ValueError(f"{n} facts: {key_digits}-digit keys allow 1..{10 ** key_digits}")
-    rng = random.Random(table_seed)
-    keys = rng.sample(range(10 ** key_digits), n)
-    return [(f"{k:0{key_digits}d}", f"{rng.randrange(10 ** VALUE_DIGITS):0{VALUE_DIGITS}d}") for k in keys]
-
-
-def split(table: list[tuple[str, str]], name: str, n: int) -> list[tuple[str, str]]:
-    """``n`` pairs of the ``eval`` or ``calib`` split: disjoint, deterministic subsets of the table."""
-    order = list(range(len(table)))
-    random.Random(SPLIT_SEEDS["eval"]).shuffle(order)
-    half = len(order) // 2
-    chosen = order[:half] if name == "eval" else order[half:]
-    return [table[i] for i in chosen[:n]]
-
 
 TABLE_RECORD = "reference.json"  # in the model directory: the table's parameters
 
