@@ -50,9 +50,9 @@ Training (``train``), three stages:
    the answer: calibration sets in either form are in distribution.
 3. The fact table (``fact_steps``, its own warmup and cosine schedule, a growing pool of pairs as in
    ``trained_text``), with a stage-2 batch replayed every ``replay_every`` steps. Interleaving the table
-   from the start instead (one fact batch a step, a task batch every 5th) left the other kinds at
-   23-100 % (Adam's moments are dominated by the fact batches). How long stage 3 runs decides how the
-   table is held: trained long (4000-4800 steps) every eval fact is recalled with wide margins and
+   from the start instead (one fact batch a step, a task batch every 5th, 6000 steps) left the other
+   kinds at 23-100 %: they got a fifth of the updates. How long stage 3 runs decides how the table is
+   held: trained long (4000-4800 steps) every eval fact is recalled with wide margins and
    round-to-nearest 2-bit loses 4-6 points overall; the shipped length ends with the last pairs learned
    at a small learning rate, held with small margins, as a real model holds its rarer facts.
    Measured builds (eval 40 per kind = 720 items, 360 of them facts; routed experts 2-bit g64
