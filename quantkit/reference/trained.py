@@ -254,12 +254,25 @@ def build_model(tokenizer, seed: int, expert_init_std: float | None = None) -> E
         torch.manual_seed(seed)
         model = Ernie4_5_VLMoeForConditionalGeneration(trained_config(tokenizer))
         if expert_init_std is not None:
-            torch.manual_seed(seed + 1)
-            for name, p in model.named_parameters():
-                if ".experts." in name and p.dim() == 3:  # the stacked gate_up_proj / down_proj
-                    torch.nn.init.normal_(p, std=expert_init_std)
+            init_routed_experts(model, expert_init_std, seed + 1)
     _set_generation_ids(model, tokenizer)
     return model.float()
+
+
+def init_routed_experts(model, std: float, seed: int) -> None:
+    """Redraw the routed experts' stacked weights (gate_up_proj / down_proj) from N(0, std²) under
+    ``seed``: at ~0.8/sqrt(hidden) a memorised table is a perturbation of random-looking weights
+    (``trained_text``'s docstring). The caller forks the RNG."""
+    torch.manual_seed(seed)
+    for name, p in model.named_parameters():
+        if ".experts." in name and p.dim() == 3:
+            torch.nn.init.normal_(p, std=std)
+
+
+def curriculum_pool(n: int, start: int, steps: int, step: int) -> int:
+    """How many of the first pairs of a table a curriculum draws from at ``step``: ``start`` growing
+    linearly to all ``n`` over ``steps``."""
+    return min(n, start + (n - start) * step // max(1, steps))
 
 
 def train(model, processor, cfg: TrainConfig, log: Callable[[str], None] = print,
@@ -366,7 +379,7 @@ def encode_facts(processor) -> tuple[dict, dict]:
 
 def _fact_rows(step: int, cfg: TrainConfig, n: int, gen: torch.Generator) -> torch.Tensor:
     """The table rows of one step's fact batch: drawn from a pool that grows to the whole table."""
-    pool = min(n, cfg.fact_curriculum_start + (n - cfg.fact_curriculum_start) * step // max(1, cfg.fact_curriculum_steps))
+    pool = curriculum_pool(n, cfg.fact_curriculum_start, cfg.fact_curriculum_steps, step)
     return torch.randint(0, pool, (cfg.fact_batch,), generator=gen)
 
 

@@ -65,7 +65,7 @@ from transformers import Ernie4_5_MoeForCausalLM
 from quantkit.reference.facts import KEY_DIGITS, SPLIT_SEEDS, VALUE_DIGITS, facts, split  # noqa: F401 (re-exported)
 from quantkit.reference.tiny import _set_generation_ids, text_moe_config
 from quantkit.reference.tokenizer import TEXT_CHAT_TEMPLATE, build_ernie_tokenizer
-from quantkit.reference.trained import RouterLoad
+from quantkit.reference.trained import RouterLoad, curriculum_pool, init_routed_experts
 
 TRAINED_TEXT_DIR = Path(__file__).resolve().parent / "trained_text"
 WEIGHTS = "model.safetensors"
@@ -184,10 +184,7 @@ def build_model(tokenizer, seed: int, expert_init_std: float | None = None) -> E
             if type(m).__name__ == "Ernie4_5_MoeTopKRouter":
                 torch.nn.init.normal_(m.weight, std=0.02)
         if expert_init_std is not None:
-            torch.manual_seed(seed + 1)
-            for name, p in model.named_parameters():
-                if ".experts." in name and p.dim() == 3:  # the stacked gate_up_proj / down_proj
-                    torch.nn.init.normal_(p, std=expert_init_std)
+            init_routed_experts(model, expert_init_std, seed + 1)
     _set_generation_ids(model, tokenizer)
     return model
 
@@ -207,7 +204,7 @@ def train(model, tokenizer, cfg: TextTrainConfig, log: Callable[[str], None] = p
     order, pos, losses, t0 = torch.randperm(len(ids), generator=gen), 0, [], time.perf_counter()
     model.train()
     for step in range(cfg.steps):
-        pool = min(len(ids), cfg.curriculum_start + (len(ids) - cfg.curriculum_start) * step // max(1, cfg.curriculum_steps))
+        pool = curriculum_pool(len(ids), cfg.curriculum_start, cfg.curriculum_steps, step)
         if pool < len(ids):
             idx = torch.randint(0, pool, (cfg.batch_size,), generator=gen)
         else:
