@@ -103,6 +103,12 @@ bench-alloc: $(BUILD)/.installed
 	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) -m bench.sensitivity_cost --tokens 4096 --threads $(BENCH_THREADS)
 	$(PY) -m bench.llama_recipes
 
+# How low any allocation can go at uniform 3-bit experts' size on the text reference, measured per
+# unit and width (llama.cpp and vLLM units), next to the allocator's own choice (~4 min).
+.PHONY: bench-bound
+bench-bound: $(BUILD)/.installed
+	OMP_NUM_THREADS=1 $(PY) -m bench.allocation_bound
+
 # Whether the allocator's objective ranks the text reference's units as the model does (~25 s).
 .PHONY: bench-sensitivity
 bench-sensitivity: $(BUILD)/.installed
