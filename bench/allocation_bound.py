@@ -24,6 +24,7 @@ KL per position over the answer positions (value digits and end of sentence) and
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import os
@@ -32,6 +33,9 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
+from quantkit.scheme import parse_scheme_label
 
 GGUF_TYPES = ("Q2_K", "Q3_K", "Q4_0", "Q8_0")
 GGUF_BITS = {2: "Q2_K", 3: "Q3_K", 4: "Q4_0", 8: "Q8_0"}
@@ -85,24 +89,51 @@ def _tables(units, widths, base, change, nbytes, measure, allocated_choice, allo
     return out
 
 
-def llama_cpp_bound(model: Path, work: Path, items: int, calib_items: int, log=print) -> dict:
-    import yaml
+def _eval_ids(model: Path, items: int):
+    """Token ids [N, T] of `items` eval-split conversations and the first answer position."""
     from transformers import AutoTokenizer
 
-    from bench.llama_recipes import fit_profile, llama_logprobs, score, source_gguf
-    from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, quantize
-    from quantkit.formats.gguf.variant import gguf_file
     from quantkit.reference import trained_text as tt
 
+    pairs = tt.split(tt.reference_table(model), "eval", items)
+    ids, start, _ = tt.encode(AutoTokenizer.from_pretrained(str(model)), pairs)
+    return ids, start
+
+
+def _variant_profile(base: dict, name: str, default: dict, overrides: list[tuple[str, dict]], work: Path) -> Path:
+    """`base` with its routed-expert rule updated by `default`, and a routed-expert rule (tensor-name
+    regex, fields) before it for each override; written to `work`/`name`.yaml."""
+    import yaml
+
+    prof = copy.deepcopy(base)
+    prof["name"] = name
+    i = next(j for j, r in enumerate(prof["rules"]) if r.get("role") == "routed_expert")
+    prof["rules"][i].update(default)
+    for regex, fields in overrides:
+        prof["rules"].insert(i, {"role": "routed_expert", "name": regex, "method": "gptq", **fields})
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(prof, sort_keys=False))
+    return path
+
+
+def _bits(label: str) -> int:
+    return parse_scheme_label(label).bits
+
+
+def llama_cpp_bound(model: Path, work: Path, calib: Path, items: int, log=print) -> dict:
+    import yaml
+
+    from bench.llama_recipes import fit_profile, llama_logprobs, score, source_gguf, tensor_budget
+    from quantkit.api import QuantizeOptions, quantize
+    from quantkit.formats.gguf.variant import gguf_file
+
     work.mkdir(parents=True, exist_ok=True)
-    table = tt.reference_table(model)
-    ids, start, _ = tt.encode(AutoTokenizer.from_pretrained(str(model)), tt.split(table, "eval", items))
+    ids, start = _eval_ids(model, items)
     seqs = ids.tolist()
     src = source_gguf(model, work)
-    samples = tt.write_calibration_jsonl(tt.split(table, "calib", calib_items), work / "calib.jsonl")
-    calib, _ = calibrate(CalibrateOptions(model=str(model), out=work / "calib", samples=str(samples), overwrite=True))
     ref = llama_logprobs(src, seqs)
-    base_prof = yaml.safe_load(fit_profile(work).read_text())
+    profile = fit_profile(work)
+    base_prof = yaml.safe_load(profile.read_text())
     layers = range(json.loads((model / "config.json").read_text())["num_hidden_layers"])
     units = [(layer, proj) for layer in layers for proj in ("gate", "up", "down")]
     cache: dict[tuple, dict] = {}
@@ -110,16 +141,11 @@ def llama_cpp_bound(model: Path, work: Path, items: int, calib_items: int, log=p
     def measure(combo: dict) -> dict:
         key = tuple(sorted((u, w) for u, w in combo.items() if w != "Q3_K"))
         if key not in cache:
-            prof = json.loads(json.dumps(base_prof))
-            prof["name"] = f"bound-{len(cache)}"
-            i = next(j for j, r in enumerate(prof["rules"]) if r.get("role") == "routed_expert")
-            prof["rules"][i]["gguf_type"] = "Q3_K"
-            for (layer, proj), w in key:
-                prof["rules"].insert(i, {"role": "routed_expert", "gguf_type": w, "method": "gptq",
-                                         "name": rf"layers\.{layer}\.mlp\.experts\.\d+\.{proj}_proj"})
-            path = work / f"{prof['name']}.yaml"
-            path.write_text(yaml.safe_dump(prof, sort_keys=False))
-            out = quantize(QuantizeOptions(model=str(model), out=work / prof["name"], profile=str(path), calib=calib,
+            name = f"bound-{len(cache)}"
+            path = _variant_profile(base_prof, name, {"gguf_type": "Q3_K"},
+                                    [(rf"layers\.{layer}\.mlp\.experts\.\d+\.{proj}_proj", {"gguf_type": w})
+                                     for (layer, proj), w in key], work)
+            out = quantize(QuantizeOptions(model=str(model), out=work / name, profile=str(path), calib=calib,
                                            overwrite=True))
             f = gguf_file(out)
             cache[key] = {**score(ref, llama_logprobs(f, seqs), seqs, start), "bytes": f.stat().st_size}
@@ -127,49 +153,35 @@ def llama_cpp_bound(model: Path, work: Path, items: int, calib_items: int, log=p
         return cache[key]
 
     base, change, nbytes = each_unit_alone(units, GGUF_TYPES, measure, lambda u: log(f"llama.cpp: {u} measured"))
-    alloc = quantize(QuantizeOptions(model=str(model), out=work / "allocated", profile=str(fit_profile(work)),
-                                     calib=calib, target_size=base["bytes"] - (src.stat().st_size - _tensor_bytes(src))
-                                     - 4096, overwrite=True))
+    alloc = quantize(QuantizeOptions(model=str(model), out=work / "allocated", profile=str(profile), calib=calib,
+                                     target_size=tensor_budget(base["bytes"], src), overwrite=True))
     record = json.loads((alloc / "quantkit.json").read_text())["allocation"]
     choice = {u: "Q3_K" for u in units}
-    for row in record["units"]:  # "layer 0 down_exps", "gptq-w4g32"
+    for row in record["units"]:  # "layer 0 down_exps"
         _, layer, tensor = row["unit"].split()
-        choice[(int(layer), tensor.split("_")[0])] = GGUF_BITS[int(row["scheme"].split("-w")[1].split("g")[0])]
+        choice[(int(layer), tensor.split("_")[0])] = GGUF_BITS[_bits(row["scheme"])]
     allocated_row = score(ref, llama_logprobs(gguf_file(alloc), seqs), seqs, start)
     return {"units": "stacked tensor (layer x gate/up/down)", "widths": GGUF_TYPES,
             **_tables(units, GGUF_TYPES, base, change, nbytes, measure, choice, allocated_row)}
 
 
-def vllm_bound(model: Path, work: Path, items: int, calib_items: int, group_size: int, log=print) -> dict:
+def vllm_bound(model: Path, work: Path, calib: Path, items: int, group_size: int, log=print) -> dict:
     import torch
     import yaml
-    from transformers import AutoTokenizer
 
-    from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, make_plan, quantize
+    from bench.llama_recipes import score
+    from quantkit.api import QuantizeOptions, make_plan, quantize
     from quantkit.loader import load, load_source
-    from quantkit.reference import trained_text as tt
 
     work.mkdir(parents=True, exist_ok=True)
-    table = tt.reference_table(model)
-    ids, start, length = tt.encode(AutoTokenizer.from_pretrained(str(model)), tt.split(table, "eval", items))
-    calib_dir = work / "calib"
-    if not calib_dir.exists():
-        samples = tt.write_calibration_jsonl(tt.split(table, "calib", calib_items), work / "calib.jsonl")
-        calibrate(CalibrateOptions(model=str(model), out=calib_dir, samples=str(samples), overwrite=True))
+    ids, start = _eval_ids(model, items)
+    seqs = ids.tolist()
 
-    def logprobs(m) -> torch.Tensor:
+    def logprobs(m) -> list[np.ndarray]:  # per sequence, as llama_recipes.score takes them
         with torch.no_grad():
-            return torch.log_softmax(m(input_ids=ids).logits.float(), -1)
+            return list(torch.log_softmax(m(input_ids=ids).logits.double(), -1).numpy())
 
     ref = logprobs(load_source(model))
-
-    def score(m) -> dict:
-        lp = logprobs(m)
-        kl = (ref.exp() * (ref - lp)).sum(-1)[:, :-1]
-        correct = (lp[:, start - 1: start - 1 + length].argmax(-1) == ids[:, start: start + length]).all(-1)
-        return {"kl_answer": kl[:, start - 1:].mean().item(), "kl_all": kl.mean().item(),
-                "accuracy": correct.float().mean().item()}
-
     base_prof = yaml.safe_load((Path(__file__).resolve().parent.parent / "quantkit" / "profiles" /
                                 "ernie45-moe-w4.yaml").read_text())
     units = list(range(json.loads((model / "config.json").read_text())["num_hidden_layers"]))
@@ -178,37 +190,24 @@ def vllm_bound(model: Path, work: Path, items: int, calib_items: int, group_size
     def measure(combo: dict) -> dict:
         key = tuple(sorted((u, w) for u, w in combo.items() if w != 3))
         if key not in cache:
-            prof = json.loads(json.dumps(base_prof))
-            prof["name"] = f"bound-g{group_size}-{len(cache)}"
-            i = next(j for j, r in enumerate(prof["rules"]) if r.get("role") == "routed_expert")
-            prof["rules"][i].update(bits=3, group_size=group_size)
-            for layer, w in key:
-                prof["rules"].insert(i, {"role": "routed_expert", "bits": w, "group_size": group_size, "method": "gptq",
-                                         "name": rf"layers\.{layer}\.mlp\.experts\."})
-            path = work / f"{prof['name']}.yaml"
-            path.write_text(yaml.safe_dump(prof, sort_keys=False))
+            name = f"bound-g{group_size}-{len(cache)}"
+            path = _variant_profile(base_prof, name, {"bits": 3},
+                                    [(rf"layers\.{layer}\.mlp\.experts\.", {"bits": w}) for layer, w in key], work)
             # group_size as an option, as the allocation below gets it: every rule at that group size
-            out = quantize(QuantizeOptions(model=str(model), out=work / prof["name"], profile=str(path),
-                                           calib=calib_dir, group_size=group_size, overwrite=True))
-            plan_bytes = make_plan(QuantizeOptions(model=str(model), out=Path("."), profile=str(path),
-                                                   group_size=group_size))[2].predicted_bytes
-            cache[key] = {**score(load(out)), "bytes": plan_bytes}
+            opts = dict(model=str(model), profile=str(path), group_size=group_size)
+            out = quantize(QuantizeOptions(out=work / name, calib=calib, overwrite=True, **opts))
+            cache[key] = {**score(ref, logprobs(load(out)), seqs, start),
+                          "bytes": make_plan(QuantizeOptions(out=Path("."), **opts))[2].predicted_bytes}
             shutil.rmtree(out)
         return cache[key]
 
     base, change, nbytes = each_unit_alone(units, GPTQ_BITS, measure, lambda u: log(f"vllm g{group_size}: layer {u} measured"))
-    alloc = quantize(QuantizeOptions(model=str(model), out=work / f"allocated-g{group_size}", calib=calib_dir,
+    alloc = quantize(QuantizeOptions(model=str(model), out=work / f"allocated-g{group_size}", calib=calib,
                                      target_size=base["bytes"], group_size=group_size, runtime="vllm", overwrite=True))
     record = json.loads((alloc / "quantkit.json").read_text())["allocation"]
-    choice = {int(r["unit"].split()[1]): int(r["scheme"].split("-w")[1].split("g")[0]) for r in record["units"]}
+    choice = {int(r["unit"].split()[1]): _bits(r["scheme"]) for r in record["units"]}  # "layer 0 text experts"
     return {"units": "FusedMoE layer", "group_size": group_size, "widths": GPTQ_BITS,
-            **_tables(units, GPTQ_BITS, base, change, nbytes, measure, choice, score(load(alloc)))}
-
-
-def _tensor_bytes(path: Path) -> int:
-    from bench.llama_recipes import _tensor_bytes as tb
-
-    return tb(path)
+            **_tables(units, GPTQ_BITS, base, change, nbytes, measure, choice, score(ref, logprobs(load(alloc)), seqs, start))}
 
 
 def main(argv=None) -> None:
@@ -218,14 +217,17 @@ def main(argv=None) -> None:
     p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "quantkit-bound")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     a = p.parse_args(argv)
+    from bench.llama_recipes import calibrate_on_table
     from quantkit.reference.trained_text import TRAINED_TEXT_DIR
 
     shutil.rmtree(a.work, ignore_errors=True)
     t0 = time.perf_counter()
     result = {"model": str(TRAINED_TEXT_DIR), "eval_items": a.items, "calib_items": 256}
-    result["llama.cpp"] = llama_cpp_bound(TRAINED_TEXT_DIR, a.work / "gguf", a.items, 256)
+    a.work.mkdir(parents=True)
+    calib = calibrate_on_table(TRAINED_TEXT_DIR, 256, a.work)  # one calibration for every runtime
+    result["llama.cpp"] = llama_cpp_bound(TRAINED_TEXT_DIR, a.work / "gguf", calib, a.items)
     for g in (128, 64):
-        result[f"vllm g{g}"] = vllm_bound(TRAINED_TEXT_DIR, a.work / "gptq", a.items, 256, g)
+        result[f"vllm g{g}"] = vllm_bound(TRAINED_TEXT_DIR, a.work / "gptq", calib, a.items, g)
     result.update({"seconds": round(time.perf_counter() - t0, 1), "command": "python -m bench.allocation_bound",
                    "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")})
     for name in ("llama.cpp", "vllm g128", "vllm g64"):

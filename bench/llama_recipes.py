@@ -122,7 +122,7 @@ def score(ref: list[np.ndarray], var: list[np.ndarray], sequences: list[list[int
 def compare(model: Path, work: Path, *, items: int = 300, calib_items: int = 256, recipes=RECIPES,
             log=print) -> dict:
     """Build everything under `work` and measure it (module docstring); returns the result record."""
-    from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, quantize
+    from quantkit.api import QuantizeOptions, quantize
     from quantkit.formats.gguf.variant import gguf_file
     from quantkit.reference import trained_text as tt
 
@@ -137,17 +137,13 @@ def compare(model: Path, work: Path, *, items: int = 300, calib_items: int = 256
 
     t0 = time.perf_counter()
     src = source_gguf(model, work)
-    samples = tt.write_calibration_jsonl(tt.split(table, "calib", calib_items), work / "calib.jsonl")
-    calib, _ = calibrate(CalibrateOptions(model=str(model), out=work / "calib", samples=str(samples), overwrite=True))
-    overhead = src.stat().st_size - _tensor_bytes(src)
+    calib = calibrate_on_table(model, calib_items, work)
     profile = fit_profile(work)
     files: dict[str, Path] = {"source": src}
 
     def allocated(name: str, size_of: Path) -> None:
-        # quantkit writes the same header and tokenizer; 4 KB spare for tensor alignment padding
-        budget = size_of.stat().st_size - overhead - 4096
         out = quantize(QuantizeOptions(model=str(model), out=work / name.replace(" ", "-"), profile=str(profile),
-                                       calib=calib, target_size=budget, overwrite=True))
+                                       calib=calib, target_size=tensor_budget(size_of.stat().st_size, src), overwrite=True))
         files[name] = gguf_file(out)
 
     for bits in (3, 4):
@@ -168,6 +164,22 @@ def compare(model: Path, work: Path, *, items: int = 300, calib_items: int = 256
             f"KL all {rows[name]['kl_all']:.4g}  accuracy {rows[name]['accuracy']:.3f}")
     return {"model": str(model), "eval_items": len(sequences), "calib_items": calib_items, "rows": rows,
             "build_seconds": round(built, 1), "fit_profile": f"{FIT_PROFILE.name}, embedding Q8_0"}
+
+
+def calibrate_on_table(model: Path, items: int, work: Path) -> Path:
+    """quantkit's calibration of `model` on `items` pairs of its table's calib split, under `work`."""
+    from quantkit.api import CalibrateOptions, calibrate
+    from quantkit.reference import trained_text as tt
+
+    pairs = tt.split(tt.reference_table(model), "calib", items)
+    samples = tt.write_calibration_jsonl(pairs, work / "calib.jsonl")
+    return calibrate(CalibrateOptions(model=str(model), out=work / "calib", samples=str(samples), overwrite=True))[0]
+
+
+def tensor_budget(file_bytes: int, src: Path) -> int:
+    """--target-size (tensor bytes) for a quantkit GGUF of `src`'s model no larger than `file_bytes`:
+    quantkit writes the same header and tokenizer as `src`; 4 KB spare for tensor alignment padding."""
+    return file_bytes - (src.stat().st_size - _tensor_bytes(src)) - 4096
 
 
 def _tensor_bytes(path: Path) -> int:
