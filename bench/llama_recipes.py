@@ -88,11 +88,10 @@ def llama_recipe(src: Path, out: Path, recipe: str) -> Path:
 
 def llama_logprobs(path: Path, sequences: list[list[int]]) -> list[np.ndarray]:
     """llama.cpp's next-token log-probabilities at every position of each sequence (float64)."""
-    import llama_cpp
+    from quantkit.formats.gguf.engine import open_llama
 
     n_ctx = max(len(s) for s in sequences) + 8
-    llm = llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=n_ctx, n_batch=n_ctx, n_threads=1,
-                          verbose=False)
+    llm = open_llama(path, logits_all=True, n_ctx=n_ctx, n_batch=n_ctx, n_threads=1, verbose=False)
     out = []
     try:
         for ids in sequences:

@@ -19,6 +19,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from quantkit.api import QuantizeOptions, quantize  # noqa: E402
 from quantkit.formats.gguf import writer  # noqa: E402
+from quantkit.formats.gguf.engine import open_llama  # noqa: E402
 from quantkit.formats.gguf.variant import gguf_file  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ def _mismatches(model_dir, variant) -> list[str]:
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     prefix = tok.tokenize("a")[0].startswith("\u2581")
     space_id = tok.convert_tokens_to_ids("\u2581")
-    llm = llama_cpp.Llama(model_path=str(gguf_file(variant)), vocab_only=True, verbose=False)
+    llm = open_llama(gguf_file(variant), vocab_only=True, verbose=False)
     bad = []
     try:
         for s in STRINGS:

@@ -28,6 +28,7 @@ from quantkit.calibrate.store import CalibrationDir
 from quantkit.checkpoint import ConfigCheckpoint, read_safetensors_header
 from quantkit.cli import main
 from quantkit.errors import PlanRefused
+from quantkit.formats.gguf.engine import open_llama
 from quantkit.loader import dequantized_state_dict, load_source
 from quantkit.plan import build_plan
 from quantkit.profiles import resolve_profile
@@ -285,7 +286,7 @@ def _hf_logprobs_and_gaps(m, ids):
 
 @pytest.fixture(scope="module")
 def llama_results(model, ggufs):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
     from transformers import AutoTokenizer
 
     from quantkit.formats.gguf.variant import gguf_file
@@ -297,8 +298,7 @@ def llama_results(model, ggufs):
     out = {}
     for name, v in ggufs.items():
         hf, gaps = _hf_logprobs_and_gaps(quantkit.load(v), ids)
-        llm = llama_cpp.Llama(model_path=str(gguf_file(v)), logits_all=True, n_ctx=128, n_threads=1, n_batch=128,
-                              verbose=False)
+        llm = open_llama(gguf_file(v), logits_all=True, n_ctx=128, n_threads=1, n_batch=128, verbose=False)
         llm.eval(ids)
         ll = torch.log_softmax(torch.from_numpy(np.array(llm.scores[:len(ids)], dtype=np.float64)), -1)
         llm.close()
@@ -348,13 +348,13 @@ def test_gguf_file_is_llama_cpps_qwen3moe(model, ggufs):
 
 
 def test_llama_cpp_tokenizes_like_the_source(model, ggufs):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
     from transformers import AutoTokenizer
 
     from quantkit.formats.gguf.variant import gguf_file
 
     tok = AutoTokenizer.from_pretrained(str(model))
-    llm = llama_cpp.Llama(model_path=str(gguf_file(ggufs["w4"])), vocab_only=True, n_ctx=64, verbose=False)
+    llm = open_llama(gguf_file(ggufs["w4"]), vocab_only=True, n_ctx=64, verbose=False)
     for text in (CORPUS[2], CORPUS[20], CORPUS[31], CORPUS[44], "<|im_start|>user\nThinking<think>step</think> 2025"):
         assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok(text).input_ids, text
     assert llm.token_eos() == tok.eos_token_id  # <|im_end|>

@@ -27,6 +27,7 @@ from quantkit.calibrate.samples import DEFAULT_SET_DIR
 from quantkit.calibrate.store import CalibrationDir
 from quantkit.checkpoint import Checkpoint, ConfigCheckpoint, TensorInfo
 from quantkit.errors import CheckpointError
+from quantkit.formats.gguf.engine import open_llama
 from quantkit.loader import dequantized_state_dict, load_source
 from quantkit.plan import build_plan
 from quantkit.profiles import resolve_profile
@@ -287,11 +288,10 @@ def test_gguf_and_projector_files(ggufs):
 
 
 def _llama(v):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
     from quantkit.formats.gguf.variant import gguf_file
 
-    return llama_cpp.Llama(model_path=str(gguf_file(v)), logits_all=True, n_ctx=256, n_threads=1, n_batch=256,
-                           verbose=False)
+    return open_llama(gguf_file(v), logits_all=True, n_ctx=256, n_threads=1, n_batch=256, verbose=False)
 
 
 @pytest.mark.parametrize("name", ["w8", "w4"])

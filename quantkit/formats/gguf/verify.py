@@ -27,6 +27,7 @@ from ...errors import CheckpointError, QuantkitError
 from ...loader import load as load_model
 from ...manifest import read_manifest, verify_files
 from ...verdicts import Check, RuntimeVerdict, VerifyReport, failed, from_offenders, passed, skipped
+from .engine import open_llama
 from .reader import source_tensors
 from .types import BlockWeight
 from .variant import gguf_file
@@ -142,8 +143,7 @@ def check_llama_cpp(variant: Path) -> Check:
     src = f"llama-cpp-python {llama_cpp.__version__}"
     ids = _probe_tokens(variant)
     try:
-        llm = llama_cpp.Llama(model_path=str(gguf_file(variant)), n_ctx=32, n_threads=1, logits_all=True,
-                              verbose=False)
+        llm = open_llama(gguf_file(variant), n_ctx=32, n_threads=1, logits_all=True, verbose=False)
         llm.eval(ids)
         scores = np.array(llm.scores[:len(ids)])
         llm.close()
@@ -168,7 +168,7 @@ def check_projector(variant: Path, manifest: dict) -> Check | None:
     src = f"llama-cpp-python {llama_cpp.__version__} (mtmd)"
     path = variant / rec["file"]
     try:
-        llm = llama_cpp.Llama(model_path=str(gguf_file(variant)), n_ctx=32, n_threads=1, verbose=False)
+        llm = open_llama(gguf_file(variant), n_ctx=32, n_threads=1, verbose=False)
         params = mtmd.mtmd_context_params_default()
         params.use_gpu, params.n_threads, params.print_timings = False, 1, False
         ctx = mtmd.mtmd_init_from_file(str(path).encode(), llm.model, params)
