@@ -173,3 +173,88 @@ def test_rtn_error_is_measured_on_the_grid_the_format_writes(tiny_text, tiny_tex
         assert abs(float(((plain @ h) * plain).sum()) / actual - 1) > 0.05  # the grids differ: the test can tell
         checked += 1
     assert checked >= 3
+
+
+def test_mlp_output_factor_follows_real_inputs_with_their_mean():
+    """A SwiGLU whose gate is mostly off for its real inputs (they share a mean direction): an error in
+    W_up reaches the output only through the few open units. The surrogate N(μ, H - μμᵀ) gives the
+    factor measured on the real inputs within 25 %; the zero-mean N(0, H) with the same second moment
+    opens half the units and overstates it (here ~16x; 1.8-5x on the text reference's experts)."""
+    import torch
+    import torch.nn.functional as F
+
+    from quantkit.allocate import mlp_output_factors
+    from quantkit.quantize.rtn import quantize_rtn
+    from quantkit.scheme import QuantScheme
+
+    gen = torch.Generator().manual_seed(3)
+    d, inter, n = 64, 128, 4096
+    mu = torch.randn(d, generator=gen)
+    mu = 2.5 * mu / mu.norm()
+    w = {"gate": torch.randn(inter, d, generator=gen) / d ** 0.5, "up": torch.randn(inter, d, generator=gen) / d ** 0.5,
+         "down": torch.randn(d, inter, generator=gen) / inter ** 0.5}
+    w["gate"] -= torch.outer(torch.linspace(-0.3, 1.0, inter), mu) / mu.norm()  # most units off along the mean
+    x = mu + 0.3 * torch.randn(n, d, generator=gen)
+    assert 0.1 < float((x @ w["gate"].T > 0).float().mean()) < 0.4  # a quarter of the units open
+    h = x.T @ x / n
+    scheme = QuantScheme(bits=2, group_size=64)
+
+    def real(proj):  # the factor on the real inputs, as mlp_output_factors defines it
+        wq = quantize_rtn(w[proj], 2, 64, True).dequantize()
+        g, u = (x @ wq.T, x @ w["up"].T) if proj == "gate" else (x @ w["gate"].T, x @ wq.T)
+        dy = (F.silu(g) * u) @ w["down"].T - (F.silu(x @ w["gate"].T) * (x @ w["up"].T)) @ w["down"].T
+        return float(dy.pow(2).sum()) / float((x @ (wq - w[proj]).T).pow(2).sum())
+
+    with_mean = mlp_output_factors(w, h, [scheme], mean=x.mean(0))
+    zero_mean = mlp_output_factors(w, h, [scheme])
+    assert with_mean["up"][0] == pytest.approx(real("up"), rel=0.25)
+    assert zero_mean["up"][0] > 2 * real("up")
+
+
+@pytest.fixture(scope="module")
+def text_w3_size(tmp_path_factory):
+    """The text reference (quantkit/reference/trained_text) in vLLM's units at uniform 3-bit GPTQ
+    experts' size (group 128), against uniform 3-bit: KL at the answer positions and over all positions,
+    and exact-match accuracy, on 300 held-out queries of its table (as bench/allocation_bound.py)."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from bench.llama_recipes import calibrate_on_table, score
+    from quantkit.loader import load, load_source
+    from quantkit.reference import trained_text as tt
+
+    ref = tt.TRAINED_TEXT_DIR
+    root = tmp_path_factory.mktemp("text-alloc")
+    calib = calibrate_on_table(ref, 256, root)
+    ids, start, _ = tt.encode(AutoTokenizer.from_pretrained(str(ref)), tt.split(tt.reference_table(ref), "eval", 300))
+
+    def logprobs(model) -> list[np.ndarray]:
+        with torch.no_grad():
+            return list(torch.log_softmax(model(input_ids=ids).logits.double(), -1).numpy())
+
+    base = dict(model=str(ref), profile="ernie45-moe-w4", calib=calib)
+    size = make_plan(QuantizeOptions(out=Path("."), bits=3, **base))[2].predicted_bytes
+    w3 = quantize(QuantizeOptions(out=root / "w3", bits=3, **base))
+    alloc = quantize(QuantizeOptions(out=root / "alloc", target_size=size, runtime="vllm", **base))
+    fp = logprobs(load_source(ref))
+    rows = {name: score(fp, logprobs(load(v)), ids.tolist(), start) for name, v in (("w3", w3), ("alloc", alloc))}
+    rows["choice"] = {u["unit"]: u["scheme"] for u in json.loads((alloc / "quantkit.json").read_text())["allocation"]["units"]}
+    print(f"\ntext reference, vLLM units at uniform w3 size ({size} bytes): {json.dumps(rows)}")
+    return rows
+
+
+def test_text_reference_allocation_at_uniform_w3_size_has_under_0_7x_the_kl(text_w3_size):
+    """Issue 15 on the text reference, in vLLM's units: the allocation's KL <= 0.7x uniform 3-bit's, at
+    the answer positions and over all of them. bench/allocation_bound.py measured that only one
+    assignment of the three FusedMoE layers' widths gets there (layer 0 up to 4 bits, layer 2 down to 2);
+    with a zero-mean surrogate for the gate/up output factor the objective rated it a tie with uniform."""
+    w3, alloc = text_w3_size["w3"], text_w3_size["alloc"]
+    assert alloc["kl_answer"] <= 0.7 * w3["kl_answer"], text_w3_size
+    assert alloc["kl_all"] <= 0.7 * w3["kl_all"], text_w3_size
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15 open: the one assignment under 0.7x uniform's KL (layer 2 at "
+                   "2 bits) answers 3 of the 300 held-out queries fewer than uniform 3-bit (92.0 vs 93.0 %)")
+def test_text_reference_allocation_at_uniform_w3_size_keeps_accuracy(text_w3_size):
+    assert text_w3_size["alloc"]["accuracy"] >= text_w3_size["w3"]["accuracy"], text_w3_size

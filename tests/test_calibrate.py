@@ -194,3 +194,32 @@ def test_block_triangle_hessian_sums_equal_the_full_product(width):
     assert n == 104
     torch.testing.assert_close(h * n, expected, rtol=1e-5, atol=1e-3)
     assert torch.equal(calib.hessians["k"], calib.hessians["k"].T)
+
+
+def test_calibration_records_the_mean_input_of_each_group(tmp_path):
+    """The running sum of X is kept beside XᵀX (the allocator's MLP surrogate needs the mean input),
+    saved under its own names and read back; a layer file without it (older calibrations) gives None."""
+    from safetensors.torch import load_file, save_file
+
+    from quantkit.calibrate.runner import LayerCalibration
+    from quantkit.calibrate.store import SUM_PREFIX, save_layer
+
+    gen = torch.Generator().manual_seed(1)
+    chunks = [torch.randn(n, 24, generator=gen) + 3.0 for n in (5, 40)]
+    calib = LayerCalibration(0, groups={"g": "k"}, routing={})
+    for x in chunks:
+        calib.add("k", x)
+    expected = torch.cat(chunks).mean(0)
+    torch.testing.assert_close(calib.mean("g"), expected)
+    assert calib.mean("missing") is None
+    record = save_layer(tmp_path, calib)
+    saved = load_file(str(tmp_path / record["file"]))
+    assert set(saved) == {"k", SUM_PREFIX + "k"}
+    store = CalibrationDir.__new__(CalibrationDir)  # the store's reader, on this one layer
+    store.path, store.meta = tmp_path, {"layers": {"0": {**record, "tokens": calib.tokens}}}
+    back = store.layer(0)
+    assert set(back.hessians) == {"k"}
+    torch.testing.assert_close(back.mean("g"), expected)
+    torch.testing.assert_close(back.hessian("g")[0], calib.hessian("g")[0])
+    save_file({"k": saved["k"]}, str(tmp_path / record["file"]))  # as written before the sums
+    assert store.layer(0).mean("g") is None and store.layer(0).hessian("g")[1] == 45

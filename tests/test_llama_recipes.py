@@ -2,11 +2,12 @@
 variant (--target-size at the file size of llama.cpp's own Q3_K_M / Q4_K_M, made by llama.cpp's
 quantizer from the same checkpoint) has a lower mean KL to the unquantized model than the recipe, with
 a file no larger. At the size of uniform 3-bit experts the issue asks for <= 0.7x uniform's KL with
-accuracy no worse; on this reference the allocation has 0.81x uniform's KL over all positions but
-1.30x on the answer positions (README), an expected failure. bench/allocation_bound.py measured every
+accuracy no worse; on this reference the allocation has 0.71x uniform's KL over all positions but
+1.27x on the answer positions (README), an expected failure. bench/allocation_bound.py measured every
 unit at every width here: no assignment of llama.cpp's units (9 stacked tensors, Q2_K / Q3_K / Q4_0 /
-Q8_0) reaches 0.7x on the answer positions (best 0.97x predicted, 1.05x measured); over all positions
-the best is 0.66x predicted (0.78x measured). Everything runs in llama.cpp
+Q8_0) reaches 0.7x on the answer positions (the best is uniform Q3_K itself); over all positions the
+best is 0.54x predicted (0.77x measured). In vLLM's units the text reference does reach 0.7x
+(tests/test_allocate.py). Everything runs in llama.cpp
 (bench/llama_recipes.py; `python -m bench.llama_recipes` for the full figures).
 
 KL is taken where the model learned something: the answer positions (the value's digits and the end
@@ -41,10 +42,9 @@ def test_allocated_at_uniform_3bit_size_is_no_larger(result):
     assert ours["file_bytes"] <= uniform["file_bytes"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 open: at uniform Q3_K's size the allocation has 1.30x uniform's "
-                   "answer KL (0.81x over all positions), and bench/allocation_bound.py measured that no assignment "
-                   "of llama.cpp's 9 units and 4 types reaches 0.7x on the answer positions (best 0.97x predicted, "
-                   "1.05x measured)")
+@pytest.mark.xfail(strict=True, reason="issue 15 open: at uniform Q3_K's size the allocation has 1.27x uniform's "
+                   "answer KL (0.71x over all positions), and bench/allocation_bound.py measured that no assignment "
+                   "of llama.cpp's 9 units and 4 types reaches 0.7x on the answer positions (best 1.00x: uniform)")
 def test_allocated_at_uniform_3bit_size_has_under_0_7x_the_kl(result):
     uniform = result["rows"]["quantkit uniform 3-bit experts"]
     ours = result["rows"]["quantkit allocated <= uniform 3-bit experts"]

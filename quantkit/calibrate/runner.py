@@ -64,6 +64,9 @@ class LayerCalibration:
     groups: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # group -> routed / all / dense
     routing: dict[str, dict] = field(default_factory=dict)
+    # running sums of X per key: the mean input, which the allocator's MLP surrogate needs (a SwiGLU's
+    # gate is mostly off for real inputs, not for zero-mean ones); absent in calibrations made before it
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
     _unmirrored: set[str] = field(default_factory=set, repr=False)
 
     def add(self, key: str, x: torch.Tensor) -> None:
@@ -84,6 +87,11 @@ class LayerCalibration:
                 h[r:r + TRIANGLE_BLOCK, r:].addmm_(x[:, r:r + TRIANGLE_BLOCK].T, x[:, r:])
             self._unmirrored.add(key)
         self.tokens[key] = self.tokens.get(key, 0) + x.shape[0]
+        s = self.sums.get(key)
+        if s is None:
+            self.sums[key] = x.sum(0)
+        else:
+            s.add_(x.sum(0))
 
     def mirror(self) -> None:
         """Copy the upper block triangle of every sum still missing its lower one onto it."""
@@ -109,6 +117,12 @@ class LayerCalibration:
         if n:
             torch.div(self.hessians[key], n, out=out)
         return n
+
+    def mean(self, group: str) -> torch.Tensor | None:
+        """Mean X of an input group (None when it saw no tokens or the calibration predates the sums)."""
+        key = self.groups.get(group)
+        n = self.tokens.get(key, 0) if key else 0
+        return self.sums[key] / n if n and key in self.sums else None
 
     def hessian(self, group: str) -> tuple[torch.Tensor | None, int]:
         """Mean XᵀX of an input group (None when it saw no tokens)."""

@@ -2,7 +2,8 @@
 
     CALIB_DIR/calibration.json        source id, revision and fingerprint, sample-set hash and stats,
                                       mode, coverage report, per-layer groups / token counts / routing
-    CALIB_DIR/layer_NNN.safetensors   running sums XᵀX (fp32), one per distinct input group
+    CALIB_DIR/layer_NNN.safetensors   running sums XᵀX (fp32), one per distinct input group, and
+                                      the running sums of X (`sum:` + key; absent in older ones)
     CALIB_DIR/sensitivity.safetensors top eigenpairs of each MoE layer's output Fisher per modality
                                       (calibrate/sensitivity.py; absent with --sensitivity-tokens 0)
 
@@ -36,13 +37,18 @@ def model_fingerprint(ckpt: Checkpoint) -> str:
     return h.hexdigest()
 
 
+SUM_PREFIX = "sum:"  # tensor names of the running sums of X in a layer file
+
+
 def layer_file(n: int) -> str:
     return f"layer_{n:03d}.safetensors"
 
 
 def save_layer(directory: Path, calib: LayerCalibration) -> dict:
     """Write one layer's matrices; return its JSON record."""
-    save_file({k: v.contiguous() for k, v in calib.hessians.items()}, str(directory / layer_file(calib.layer)))
+    tensors = {k: v.contiguous() for k, v in calib.hessians.items()}
+    tensors.update({SUM_PREFIX + k: v.contiguous() for k, v in calib.sums.items()})
+    save_file(tensors, str(directory / layer_file(calib.layer)))
     return {"file": layer_file(calib.layer), "tokens": calib.tokens, "groups": calib.groups,
             "sources": calib.sources, "routing": calib.routing}
 
@@ -110,8 +116,9 @@ class CalibrationDir:
             hessians = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
             raise CalibrationError(f"{path}: unreadable ({e.__class__.__name__}); recalibrate")
+        sums = {k[len(SUM_PREFIX):]: hessians.pop(k) for k in [k for k in hessians if k.startswith(SUM_PREFIX)]}
         return LayerCalibration(n, hessians, {k: int(v) for k, v in rec["tokens"].items()}, rec["groups"],
-                                rec["sources"], rec["routing"])
+                                rec["sources"], rec["routing"], sums)
 
     def fishers(self) -> dict[int, dict[str, OutputFisher]]:
         """Each MoE layer's output Fisher per modality ({} when the calibration has none)."""
