@@ -46,7 +46,10 @@ def _runtime_lines(g: dict, info: CardInput) -> list[str]:
     return [f"**llama.cpp** (any CPU; architecture `{g.get('arch', 'ernie4_5-moe')}`) serves this file as it is:", "",
             "```bash", f"hf download {where}{rev} {files} --local-dir .", serve, "```", "", *beside,
             f"or `llama-cli -m {fname}`; the chat template, special tokens and end-of-turn token are in the file. "
-            "Routers, router bias and norms are F32, as llama.cpp reads them.", "",
+            "Routers, router bias and norms are F32, as llama.cpp reads them. On an Intel CPU with AMX "
+            "(Sapphire Rapids or later) add `--no-repack`: llama.cpp's AMX path segfaults on MoE models "
+            "(ggml-org/llama.cpp#20824; measured with llama-cpp-python 0.3.36 on this file type and on "
+            "llama.cpp's own Q3_K_M/Q4_K_M).", "",
             "**transformers / quantkit** (evaluation on CPU): `quantkit.load(DIR)` decodes the .gguf's blocks to "
             "the weights llama.cpp computes with and returns the transformers model.", "",
             "**vLLM** does not serve this file; use a GPTQ or compressed-tensors variant of the same model for vLLM "
