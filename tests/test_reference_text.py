@@ -106,7 +106,9 @@ def test_training_is_deterministic(tmp_path):
 
     from quantkit.reference.tokenizer import TEXT_CHAT_TEMPLATE, build_ernie_tokenizer
 
-    cfg = replace(tt.TextTrainConfig(), facts=64, steps=6, curriculum_start=16, curriculum_steps=4)
+    # with a late stage (TextTrainConfig.late_share; off in the shipped build) so both stages are checked
+    cfg = replace(tt.TextTrainConfig(), facts=64, steps=6, curriculum_start=16, curriculum_steps=4,
+                  late_share=0.25, late_steps=4)
     tok = build_ernie_tokenizer(tmp_path / "tok", TEXT_CHAT_TEMPLATE, multimodal=False)
     states = []
     for _ in range(2):

@@ -27,6 +27,9 @@ directory alone.
 
 Training: AdamW, cosine schedule, loss on the answer tokens; a curriculum (batches drawn from a pool of
 pairs that grows to the whole table) leaves the initial plateau sooner than the whole table at once.
+Optionally (``late_share``; off in the shipped build, see below) part of the table is held out of that
+schedule and learned in a short last stage of its own (``late_steps`` at ``late_lr``, half of each
+batch late pairs), as the VL reference learns its fact table in a last stage.
 How the model reacts to quantization depends on how it holds the table. Measured on builds of this
 module (300 eval queries; routed experts at 2 bits, group 64, asymmetric; attention at 4 bits):
 - With a shared expert and a dense first layer holding the table (600-1200 facts, 97-100 % known),
@@ -39,10 +42,12 @@ module (300 eval queries; routed experts at 2 bits, group 64, asymmetric; attent
   is a perturbation of random-looking weights, and trained to the end of the schedule: how much of
   the table the schedule leaves learned decides the rest. Ended at 99 % (std 0.06) / 98 % (0.08, 8000
   steps): RTN 2-bit -11 points; ended at 90 % (0.08): -58, but RTN 4-bit -3.7; ended at 94 % (0.05,
-  the shipped build): fp 93.7 %, RTN 4-bit 93.7 %, RTN 2-bit 79.0 % (-14.7), GPTQ 2-bit 91.0 %.
-  A build the schedule ends with part of the table learned late, at a small learning rate, holds
-  those facts with small margins, as a real model holds its rarer facts.
-- Tried after the shipped build (2026-12-08, its config unless said; none shipped): 6300 steps ended
+  the build shipped until 2026-12-08, one schedule of 7000 steps over the table): fp 93.7 %, RTN 4-bit
+  93.7 %, RTN 2-bit 79.0 % (-14.7), GPTQ 2-bit 91.0 %. A build the schedule ends with part of the
+  table learned late, at a small learning rate, holds those facts with small margins, as a real model
+  holds its rarer facts; but where the loss leaves its plateau moves that part by thousands of steps
+  (below).
+- Tried on that build's config (2026-12-08, none shipped): 6300 steps ended
   at 82.7 % (below the 90 % target; at uniform Q3_K's size the allocation's answer KL was 1.22x
   uniform's, as on the shipped build: a less settled table does not change that); a loss on the
   prompt tokens too (weight 1, so the KL at the key positions is of a trained distribution): 40 %
@@ -51,6 +56,26 @@ module (300 eval queries; routed experts at 2 bits, group 64, asymmetric; attent
   6850 steps left the plateau early and ended at 100 % (RTN 4-bit 100 %, RTN 2-bit 90.3 %: -9.7,
   GPTQ 2-bit 98.7 %). When the loss leaves its plateau decides how settled the table ends, and it
   moves by thousands of steps with small changes to the schedule.
+- A late stage (2026-12-08): the main schedule (6000 steps) over three quarters of the table, then the
+  held-out quarter. The main schedule ends with its pairs settled (74 % of the eval queries, the
+  others not yet seen) whenever it left the plateau, so the late stage alone decides how the last
+  pairs are held. Late stage (steps, peak learning rate) -> fp / RTN 4-bit / RTN 2-bit / GPTQ 2-bit:
+  1000 at 1e-3 -> 98.3 / 97.3 / 85.0 (-13.3) / 96.7 %; 600 at 1e-3 with 30 % late -> 11 % (a late
+  rate near the main peak wiped the table, 39 % after 250 steps in the first build, and 600 steps
+  did not relearn it); 600 at 3e-4 -> 97.3 / 96.7 / 67.0 (-30.3) / 94.0 %; 1000 at 3e-4 -> 99.0 /
+  99.0 / 77.0 (-22.0) / 97.7 % (16.6 min on one core, the other busy). The last two meet all four of
+  issue 15's accuracy targets. Not shipped, measured on the 1000-step build (``late_share=0.25,
+  steps=6000, late_steps=1000, late_lr=3e-4``; the bench and profile commands of the README):
+  - no allocation at uniform 3-bit experts' size beats uniform 3-bit on the answer KL in either
+    runtime (bench/allocation_bound.py: best 1.00x in llama.cpp's units and in vLLM's at group 128).
+    Any unit at 2 bits now forgets late pairs (layer 2 at 2 bits: +5.4x uniform's answer KL; the
+    best 4-bit unit saves 0.57x), so the budget cannot be freed anywhere;
+  - its untrained positions (the ones predicting the random key) dominate every all-position KL:
+    Q2_K GPTQ's KL came out above Q2_K RTN's (0.23 vs 0.19) at equal accuracy (98.7 vs 91.3 %);
+  - the objective's rank correlation with the measured KL (bench/unit_sensitivity.py) fell from
+    0.98 to 0.73 on all positions (0.89 on the answers).
+  With three MoE layers, a reference whose every 2-bit unit forgets facts leaves the allocator
+  nothing to trade; what both targets need is more units (more layers) with unequal sensitivity.
 Issue 15's targets (fp >= 90 %, RTN 4-bit loses <= 3 points, RTN 2-bit >= 15, GPTQ 2-bit recovers half
 of that): the shipped build meets three, and misses the 15 points by one query (44 of 300 lost).
 Determinism: one thread, fp32 training, fixed seeds; the shipped weights are bf16 and carry their
@@ -119,6 +144,17 @@ class TextTrainConfig:
     # at ~0.8/sqrt(hidden) the table is a perturbation of random-looking weights, as knowledge is in
     # real models' experts, instead of the weights being mostly the table (module docstring).
     expert_init_std: float | None = 0.05
+    # Late facts (as the VL reference's last stage): ``late_share`` of the table (a seeded subset) is
+    # held out of the main schedule and learned in ``late_steps`` more steps of their own warmup and
+    # cosine from ``late_lr``, half of each batch late pairs and half the whole table, so they end held
+    # with small margins, as a real model holds what it learned last. 0: one schedule over the table.
+    # At late_lr 1e-3 (the main schedule peaks at 1.5e-3 and ends at 3e-5) the late stage first wiped
+    # most of the table (39 % after 250 steps) and relearned it all. Off in the shipped build: with it,
+    # 2-bit anything forgets facts and no allocation can trade (module docstring).
+    late_share: float = 0.0
+    late_steps: int = 1000
+    late_lr: float = 3e-4
+    late_warmup: int = 50
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -198,19 +234,43 @@ def build_model(tokenizer, seed: int, expert_init_std: float | None = None) -> E
     return model
 
 
+def late_pairs(n: int, cfg: TextTrainConfig) -> torch.Tensor:
+    """Which of the table's ``n`` pairs are learned late (``TextTrainConfig.late_share``), as a mask."""
+    mask = torch.zeros(n, dtype=torch.bool)
+    k = round(cfg.late_share * n)
+    if k:
+        mask[torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 7))[:k]] = True
+    return mask
+
+
 def train(model, tokenizer, cfg: TextTrainConfig, log: Callable[[str], None] = print,
           probe: Callable[[int], None] | None = None) -> dict:
     """AdamW on the answer tokens (module docstring); ``probe(step)`` every 50 steps (logging only).
     Stops early once ``cfg.stop_accuracy`` of the table is recalled (checked every ``cfg.check_every``)."""
     torch.manual_seed(cfg.seed)
     table = facts(cfg.facts, cfg.table_seed, cfg.key_digits)
-    ids, start, length = encode(tokenizer, table)
-    targets = ids[:, 1:].clone()
-    targets[:, : start - 1] = -100  # loss on the answer (value digits and end of sentence) only
+    all_ids, start, length = encode(tokenizer, table)
+    all_targets = all_ids[:, 1:].clone()
+    all_targets[:, : start - 1] = -100  # loss on the answer (value digits and end of sentence) only
+    late = late_pairs(len(all_ids), cfg)
+    ids, targets = all_ids[~late], all_targets[~late]  # the main schedule's pairs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     load = RouterLoad(model, router_class="Ernie4_5_MoeTopKRouter")
     gen = torch.Generator().manual_seed(cfg.seed)
     order, pos, losses, t0 = torch.randperm(len(ids), generator=gen), 0, [], time.perf_counter()
+
+    def update(batch: torch.Tensor, batch_targets: torch.Tensor, lr: float) -> None:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logits = model(input_ids=batch).logits[:, :-1]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch_targets.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        load.update_bias(cfg.bias_update)
+        losses.append(loss.item())
+
     model.train()
     for step in range(cfg.steps):
         pool = curriculum_pool(len(ids), cfg.curriculum_start, cfg.curriculum_steps, step)
@@ -223,16 +283,7 @@ def train(model, tokenizer, cfg: TextTrainConfig, log: Callable[[str], None] = p
             pos += cfg.batch_size
         warm = min(1.0, (step + 1) / cfg.warmup)
         cos = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
-        logits = model(input_ids=ids[idx]).logits[:, :-1]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[idx].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        load.update_bias(cfg.bias_update)
-        losses.append(loss.item())
+        update(ids[idx], targets[idx], cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos))
         if (step + 1) % 50 == 0:
             log(f"step {step + 1}: loss {sum(losses[-50:]) / 50:.4f} ({time.perf_counter() - t0:.0f} s)")
             if probe is not None:
@@ -251,6 +302,21 @@ def train(model, tokenizer, cfg: TextTrainConfig, log: Callable[[str], None] = p
                 break
     else:
         stopped = None
+    late_idx = torch.nonzero(late).squeeze(1)
+    for step in range(cfg.late_steps if len(late_idx) else 0):  # the late pairs (TextTrainConfig.late_share)
+        half = cfg.batch_size // 2
+        idx = torch.cat([late_idx[torch.randint(0, len(late_idx), (half,), generator=gen)],
+                         torch.randint(0, len(all_ids), (cfg.batch_size - half,), generator=gen)])
+        warm = min(1.0, (step + 1) / cfg.late_warmup)
+        cos = 0.5 * (1 + math.cos(math.pi * step / cfg.late_steps))
+        update(all_ids[idx], all_targets[idx], cfg.late_lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos))
+        if (step + 1) % 50 == 0:
+            log(f"late step {step + 1}: loss {sum(losses[-50:]) / 50:.4f} ({time.perf_counter() - t0:.0f} s)")
+            if probe is not None:
+                model.eval()
+                probe(cfg.steps + step + 1)
+                model.train()
+                load.counts = {}
     load.close()
     model.eval()
     return {"train_seconds": round(time.perf_counter() - t0, 1), "stopped_at_step": stopped,
@@ -273,7 +339,7 @@ def build_trained_text_reference(out_dir: str | Path, cfg: TextTrainConfig = Tex
     eval_pairs = split(table, "eval", eval_items)
 
     def probe(step):
-        if step % 250 == 0 or step == cfg.steps:
+        if step % 250 == 0 or step in (cfg.steps, cfg.steps + cfg.late_steps):
             log(f"  eval accuracy {evaluate(model, tokenizer, eval_pairs)}")
 
     record = {"config": asdict(cfg), "sizes": TEXT_SIZES}
