@@ -271,6 +271,19 @@ def train(model, tokenizer, cfg: TextTrainConfig, log: Callable[[str], None] = p
         load.update_bias(cfg.bias_update)
         losses.append(loss.item())
 
+    def lr_at(step: int, steps: int, warmup: int, peak: float) -> float:  # warmup, then cosine to min_lr_ratio
+        warm = min(1.0, (step + 1) / warmup)
+        cos = 0.5 * (1 + math.cos(math.pi * step / steps))
+        return peak * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
+
+    def logged(label: str, done: int, probe_step: int) -> None:  # every 50 steps
+        log(f"{label} {done}: loss {sum(losses[-50:]) / 50:.4f} ({time.perf_counter() - t0:.0f} s)")
+        if probe is not None:
+            model.eval()
+            probe(probe_step)
+            model.train()
+            load.counts = {}  # evaluation forwards do not count as routed training tokens
+
     model.train()
     for step in range(cfg.steps):
         pool = curriculum_pool(len(ids), cfg.curriculum_start, cfg.curriculum_steps, step)
@@ -281,16 +294,9 @@ def train(model, tokenizer, cfg: TextTrainConfig, log: Callable[[str], None] = p
                 order, pos = torch.randperm(len(ids), generator=gen), 0
             idx = order[pos: pos + cfg.batch_size]
             pos += cfg.batch_size
-        warm = min(1.0, (step + 1) / cfg.warmup)
-        cos = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        update(ids[idx], targets[idx], cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos))
+        update(ids[idx], targets[idx], lr_at(step, cfg.steps, cfg.warmup, cfg.lr))
         if (step + 1) % 50 == 0:
-            log(f"step {step + 1}: loss {sum(losses[-50:]) / 50:.4f} ({time.perf_counter() - t0:.0f} s)")
-            if probe is not None:
-                model.eval()
-                probe(step + 1)
-                model.train()
-                load.counts = {}  # evaluation forwards do not count as routed training tokens
+            logged("step", step + 1, step + 1)
         if cfg.stop_accuracy is not None and (step + 1) % cfg.check_every == 0:
             model.eval()
             recalled = answer_correct(model, ids, start, length).float().mean().item()
@@ -307,16 +313,9 @@ def train(model, tokenizer, cfg: TextTrainConfig, log: Callable[[str], None] = p
         half = cfg.batch_size // 2
         idx = torch.cat([late_idx[torch.randint(0, len(late_idx), (half,), generator=gen)],
                          torch.randint(0, len(all_ids), (cfg.batch_size - half,), generator=gen)])
-        warm = min(1.0, (step + 1) / cfg.late_warmup)
-        cos = 0.5 * (1 + math.cos(math.pi * step / cfg.late_steps))
-        update(all_ids[idx], all_targets[idx], cfg.late_lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos))
+        update(all_ids[idx], all_targets[idx], lr_at(step, cfg.late_steps, cfg.late_warmup, cfg.late_lr))
         if (step + 1) % 50 == 0:
-            log(f"late step {step + 1}: loss {sum(losses[-50:]) / 50:.4f} ({time.perf_counter() - t0:.0f} s)")
-            if probe is not None:
-                model.eval()
-                probe(cfg.steps + step + 1)
-                model.train()
-                load.counts = {}
+            logged("late step", step + 1, cfg.steps + step + 1)
     load.close()
     model.eval()
     return {"train_seconds": round(time.perf_counter() - t0, 1), "stopped_at_step": stopped,
