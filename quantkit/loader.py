@@ -10,6 +10,11 @@ Before reading anything, `load` checks the size and sha256 of every file `quantk
 first file that differs or is missing (`verify=False` skips this). Files the manifest does not list
 are neither checked nor read. A directory without `quantkit.json` (a GPTQ checkpoint made
 elsewhere) is loaded unchecked: there is nothing to check it against.
+
+The directory's `generation_config.json` (end-of-turn ids, sampling defaults), when present, becomes
+the model's generation config, as `from_pretrained(DIR)` would set it: built from a state dict,
+transformers derives one from config.json alone, so `generate()` would not stop at the end of a chat
+turn.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import torch
 
 from .adapters import adapter_for
 from .checkpoint import Checkpoint
-from .errors import VariantCorrupt
+from .errors import CheckpointError, VariantCorrupt
 from .format import format_of_variant
 from .manifest import MANIFEST, verify_files
 
@@ -61,7 +66,7 @@ def load(variant: str | Path, dtype: torch.dtype = torch.float32, *, verify: boo
     state = adapter.loadable_state(dequantized_state_dict(variant))
     model = adapter.model_class().from_pretrained(None, config=adapter.native_config(), state_dict=state,
                                                   dtype=dtype)
-    return model.eval()
+    return _with_generation_config(model, variant, VariantCorrupt).eval()
 
 
 def load_source(model_dir: str | Path, dtype: torch.dtype = torch.float32):
@@ -70,5 +75,20 @@ def load_source(model_dir: str | Path, dtype: torch.dtype = torch.float32):
     adapter = adapter_for(ckpt.config, where=str(ckpt.path / "config.json"))
     state = {n: ckpt.read(n) for n in ckpt.names()}
     state = {n: (t.float() if t.is_floating_point() else t) for n, t in state.items()}
-    return adapter.model_class().from_pretrained(None, config=adapter.native_config(), state_dict=state,
-                                                 dtype=dtype).eval()
+    model = adapter.model_class().from_pretrained(None, config=adapter.native_config(), state_dict=state,
+                                                  dtype=dtype)
+    return _with_generation_config(model, ckpt.path, CheckpointError).eval()
+
+
+def _with_generation_config(model, directory: Path, error: type[Exception]):
+    """`directory`'s generation_config.json on `model` (module docstring); a file transformers cannot
+    read raises `error` naming it."""
+    from transformers import GenerationConfig
+
+    path = Path(directory) / "generation_config.json"
+    if path.is_file():
+        try:
+            model.generation_config = GenerationConfig.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError, AttributeError) as e:  # unreadable, not JSON, not an object
+            raise error(f"{path}: unreadable ({e.__class__.__name__}: {e}); fix or remove it") from None
+    return model

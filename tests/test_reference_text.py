@@ -118,3 +118,29 @@ def test_training_is_deterministic(tmp_path):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert not torch.equal(states[0]["model.layers.1.mlp.experts.gate_up_proj"],
                            tt.build_model(tok, cfg.seed).state_dict()["model.layers.1.mlp.experts.gate_up_proj"])
+
+
+def test_loaded_models_stop_generating_at_the_end_of_the_turn(tokenizer, table, tmp_path):
+    """`load_source` and `quantkit.load` take the directory's generation_config.json (end-of-turn id
+    <|end_of_sentence|> beside </s>), as from_pretrained(DIR) does: built from a state dict alone the
+    model knew only </s>, and `generate()` ran past the answer to max_new_tokens."""
+    key, value = tt.split(table, "eval", 1)[0]
+    text = tokenizer.apply_chat_template(tt.messages(key, None), tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    expected = json.loads((REF / "generation_config.json").read_text())["eos_token_id"]
+    variant = quantize(QuantizeOptions(model=str(REF), out=tmp_path / "w8", bits=8, method="rtn"))
+    for model in (load_source(REF), load(variant)):
+        assert model.generation_config.eos_token_id == expected
+        out = model.generate(ids, max_new_tokens=20, do_sample=False)[0, ids.shape[1]:]
+        assert tokenizer.decode(out) == value + "<|end_of_sentence|>"
+
+
+def test_an_unreadable_generation_config_is_named(tmp_path):
+    import shutil
+
+    from quantkit.errors import CheckpointError
+
+    src = shutil.copytree(REF, tmp_path / "ref")
+    (src / "generation_config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="generation_config.json: unreadable"):
+        load_source(src)
