@@ -89,7 +89,16 @@ def _tables(units, widths, base, change, nbytes, measure, allocated_choice, allo
     return out
 
 
-def _eval_ids(model: Path, items: int):
+def torch_logprobs(model, ids) -> list[np.ndarray]:
+    """A transformers model's next-token log-probabilities (float64) per sequence of `ids`, as
+    `bench.llama_recipes.score` takes them."""
+    import torch
+
+    with torch.no_grad():
+        return list(torch.log_softmax(model(input_ids=ids).logits.double(), -1).numpy())
+
+
+def eval_ids(model: Path, items: int):
     """Token ids [N, T] of `items` eval-split conversations and the first answer position."""
     from transformers import AutoTokenizer
 
@@ -128,7 +137,7 @@ def llama_cpp_bound(model: Path, work: Path, calib: Path, items: int, log=print)
     from quantkit.formats.gguf.variant import gguf_file
 
     work.mkdir(parents=True, exist_ok=True)
-    ids, start = _eval_ids(model, items)
+    ids, start = eval_ids(model, items)
     seqs = ids.tolist()
     src = source_gguf(model, work)
     ref = llama_logprobs(src, seqs)
@@ -166,7 +175,6 @@ def llama_cpp_bound(model: Path, work: Path, calib: Path, items: int, log=print)
 
 
 def vllm_bound(model: Path, work: Path, calib: Path, items: int, group_size: int, log=print) -> dict:
-    import torch
     import yaml
 
     from bench.llama_recipes import score
@@ -174,14 +182,11 @@ def vllm_bound(model: Path, work: Path, calib: Path, items: int, group_size: int
     from quantkit.loader import load, load_source
 
     work.mkdir(parents=True, exist_ok=True)
-    ids, start = _eval_ids(model, items)
+    ids, start = eval_ids(model, items)
     seqs = ids.tolist()
 
-    def logprobs(m) -> list[np.ndarray]:  # per sequence, as llama_recipes.score takes them
-        with torch.no_grad():
-            return list(torch.log_softmax(m(input_ids=ids).logits.double(), -1).numpy())
 
-    ref = logprobs(load_source(model))
+    ref = torch_logprobs(load_source(model), ids)
     base_prof = yaml.safe_load((Path(__file__).resolve().parent.parent / "quantkit" / "profiles" /
                                 "ernie45-moe-w4.yaml").read_text())
     units = list(range(json.loads((model / "config.json").read_text())["num_hidden_layers"]))
@@ -196,7 +201,7 @@ def vllm_bound(model: Path, work: Path, calib: Path, items: int, group_size: int
             # group_size as an option, as the allocation below gets it: every rule at that group size
             opts = dict(model=str(model), profile=str(path), group_size=group_size)
             out = quantize(QuantizeOptions(out=work / name, calib=calib, overwrite=True, **opts))
-            cache[key] = {**score(ref, logprobs(load(out)), seqs, start),
+            cache[key] = {**score(ref, torch_logprobs(load(out), ids), seqs, start),
                           "bytes": make_plan(QuantizeOptions(out=Path("."), **opts))[2].predicted_bytes}
             shutil.rmtree(out)
         return cache[key]
@@ -207,7 +212,8 @@ def vllm_bound(model: Path, work: Path, calib: Path, items: int, group_size: int
     record = json.loads((alloc / "quantkit.json").read_text())["allocation"]
     choice = {int(r["unit"].split()[1]): _bits(r["scheme"]) for r in record["units"]}  # "layer 0 text experts"
     return {"units": "FusedMoE layer", "group_size": group_size, "widths": GPTQ_BITS,
-            **_tables(units, GPTQ_BITS, base, change, nbytes, measure, choice, score(ref, logprobs(load(alloc)), seqs, start))}
+            **_tables(units, GPTQ_BITS, base, change, nbytes, measure, choice,
+                      score(ref, torch_logprobs(load(alloc), ids), seqs, start))}
 
 
 def main(argv=None) -> None:

@@ -64,9 +64,7 @@ def load(variant: str | Path, dtype: torch.dtype = torch.float32, *, verify: boo
         raise VariantCorrupt(f"{variant / 'config.json'}: not a JSON object")
     adapter = adapter_for(config, where=str(variant / "config.json"))
     state = adapter.loadable_state(dequantized_state_dict(variant))
-    model = adapter.model_class().from_pretrained(None, config=adapter.native_config(), state_dict=state,
-                                                  dtype=dtype)
-    return _with_generation_config(model, variant, VariantCorrupt).eval()
+    return _model(adapter, state, dtype, variant, VariantCorrupt)
 
 
 def load_source(model_dir: str | Path, dtype: torch.dtype = torch.float32):
@@ -75,20 +73,20 @@ def load_source(model_dir: str | Path, dtype: torch.dtype = torch.float32):
     adapter = adapter_for(ckpt.config, where=str(ckpt.path / "config.json"))
     state = {n: ckpt.read(n) for n in ckpt.names()}
     state = {n: (t.float() if t.is_floating_point() else t) for n, t in state.items()}
-    model = adapter.model_class().from_pretrained(None, config=adapter.native_config(), state_dict=state,
-                                                  dtype=dtype)
-    return _with_generation_config(model, ckpt.path, CheckpointError).eval()
+    return _model(adapter, state, dtype, ckpt.path, CheckpointError)
 
 
-def _with_generation_config(model, directory: Path, error: type[Exception]):
-    """`directory`'s generation_config.json on `model` (module docstring); a file transformers cannot
-    read raises `error` naming it."""
+def _model(adapter, state: dict, dtype: torch.dtype, directory: Path, error: type[Exception]):
+    """The adapter's transformers class from `state` (eval mode), with `directory`'s
+    generation_config.json (module docstring); a file transformers cannot read raises `error` naming it."""
     from transformers import GenerationConfig
 
+    model = adapter.model_class().from_pretrained(None, config=adapter.native_config(), state_dict=state,
+                                                  dtype=dtype)
     path = Path(directory) / "generation_config.json"
     if path.is_file():
         try:
             model.generation_config = GenerationConfig.from_dict(json.loads(path.read_text()))
         except (OSError, ValueError, TypeError, AttributeError) as e:  # unreadable, not JSON, not an object
             raise error(f"{path}: unreadable ({e.__class__.__name__}: {e}); fix or remove it") from None
-    return model
+    return model.eval()

@@ -216,10 +216,7 @@ def text_w3_size(tmp_path_factory):
     """The text reference (quantkit/reference/trained_text) in vLLM's units at uniform 3-bit GPTQ
     experts' size (group 128), against uniform 3-bit: KL at the answer positions and over all positions,
     and exact-match accuracy, on 300 held-out queries of its table (as bench/allocation_bound.py)."""
-    import numpy as np
-    import torch
-    from transformers import AutoTokenizer
-
+    from bench.allocation_bound import eval_ids, torch_logprobs
     from bench.llama_recipes import calibrate_on_table, score
     from quantkit.loader import load, load_source
     from quantkit.reference import trained_text as tt
@@ -227,18 +224,15 @@ def text_w3_size(tmp_path_factory):
     ref = tt.TRAINED_TEXT_DIR
     root = tmp_path_factory.mktemp("text-alloc")
     calib = calibrate_on_table(ref, 256, root)
-    ids, start, _ = tt.encode(AutoTokenizer.from_pretrained(str(ref)), tt.split(tt.reference_table(ref), "eval", 300))
+    ids, start = eval_ids(ref, 300)
 
-    def logprobs(model) -> list[np.ndarray]:
-        with torch.no_grad():
-            return list(torch.log_softmax(model(input_ids=ids).logits.double(), -1).numpy())
 
     base = dict(model=str(ref), profile="ernie45-moe-w4", calib=calib)
     size = make_plan(QuantizeOptions(out=Path("."), bits=3, **base))[2].predicted_bytes
     w3 = quantize(QuantizeOptions(out=root / "w3", bits=3, **base))
     alloc = quantize(QuantizeOptions(out=root / "alloc", target_size=size, runtime="vllm", **base))
-    fp = logprobs(load_source(ref))
-    rows = {name: score(fp, logprobs(load(v)), ids.tolist(), start) for name, v in (("w3", w3), ("alloc", alloc))}
+    fp = torch_logprobs(load_source(ref), ids)
+    rows = {name: score(fp, torch_logprobs(load(v), ids), ids.tolist(), start) for name, v in (("w3", w3), ("alloc", alloc))}
     rows["choice"] = {u["unit"]: u["scheme"] for u in json.loads((alloc / "quantkit.json").read_text())["allocation"]["units"]}
     print(f"\ntext reference, vLLM units at uniform w3 size ({size} bytes): {json.dumps(rows)}")
     return rows
