@@ -170,7 +170,7 @@ def _parse_rule(raw, where: str, fmt: str) -> Rule:
     try:
         scheme = QuantScheme(bits=int(raw["bits"]), group_size=int(raw.get("group_size", 128)),
                              sym=bool(raw.get("sym", True)), method=str(raw.get("method", "rtn")),
-                             desc_act=bool(raw.get("desc_act", False)))
+                             desc_act=bool(raw.get("desc_act", False)), scale_bits=raw.get("scale_bits"))
     except (TypeError, ValueError) as e:
         raise ProfileError(f"{where}: {e}")
     return Rule(roles, name, scheme, raw.get("why", ""))

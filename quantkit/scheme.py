@@ -28,6 +28,9 @@ class QuantScheme:
     sym: bool = True
     method: str = "rtn"
     desc_act: bool = False  # GPTQ act-order; stored through g_idx
+    # Each group's scale (and min) stored as a `scale_bits`-bit code against one fp16 factor per 256
+    # weights (GGML's K-quants: 4, 6 or 8); None: each group's scale is itself an fp16 number.
+    scale_bits: int | None = None
 
     def __post_init__(self):
         if self.bits not in SUPPORTED_BITS:
@@ -36,6 +39,8 @@ class QuantScheme:
             raise ValueError(f"group_size must be positive or -1, got {self.group_size}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.scale_bits is not None and not 1 <= self.scale_bits <= 8:
+            raise ValueError(f"scale_bits must be 1..8 or None, got {self.scale_bits}")
 
     def effective_group_size(self, in_features: int) -> int:
         return in_features if self.group_size == -1 else self.group_size
@@ -64,15 +69,17 @@ def fit_group(scheme: QuantScheme, in_features: int, min_group: int = 32) -> tup
 
 KEEP = "keep"
 _LABEL = re.compile(r"^(?P<method>[a-z]+)-w(?P<bits>\d+)(?:g(?P<group>\d+)|(?P<ch>ch))"
-                    r"(?P<asym>-asym)?(?P<act>-actorder)?$")
+                    r"(?P<asym>-asym)?(?:-s(?P<sb>\d+))?(?P<act>-actorder)?$")
 
 
 def scheme_label(s: QuantScheme | None) -> str:
-    """`gptq-w4g128`, `rtn-w2ch-asym`, `gptq-w8g32-actorder`; `keep` for None."""
+    """`gptq-w4g128`, `rtn-w2ch-asym`, `gptq-w8g32-actorder`, `gptq-w4g32-asym-s6` (6-bit scale
+    codes: Q4_K); `keep` for None."""
     if s is None:
         return KEEP
     g = "ch" if s.group_size == -1 else f"g{s.group_size}"
-    return f"{s.method}-w{s.bits}{g}{'' if s.sym else '-asym'}{'-actorder' if s.desc_act else ''}"
+    sb = "" if s.scale_bits is None else f"-s{s.scale_bits}"
+    return f"{s.method}-w{s.bits}{g}{'' if s.sym else '-asym'}{sb}{'-actorder' if s.desc_act else ''}"
 
 
 def parse_scheme_label(label: str | None) -> QuantScheme | None:
@@ -82,7 +89,8 @@ def parse_scheme_label(label: str | None) -> QuantScheme | None:
         return None
     try:
         return QuantScheme(bits=int(m["bits"]), group_size=-1 if m["ch"] else int(m["group"]), sym=not m["asym"],
-                           method=m["method"], desc_act=bool(m["act"]))
+                           method=m["method"], desc_act=bool(m["act"]),
+                           scale_bits=int(m["sb"]) if m["sb"] else None)
     except ValueError:
         return None
 

@@ -34,9 +34,10 @@ def tiny_vl_w4(tiny_vl, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_text_gguf(tiny_text, tmp_path_factory):
-    """GGUF variants of the tiny text MoE: GPTQ at 8, 4, 3 and 2 bits (Q8_0, Q4_0, Q3_K, Q2_K experts)
-    and round-to-nearest in the Q2_K layout, from one calibration on the shipped set's first text-only
-    samples. Returns {"calib": dir, "samples": file, "w8": dir, "w4": dir, "w3": dir, "w2": dir, "w2-rtn": dir}."""
+    """GGUF variants of the tiny text MoE: GPTQ at 8, 4, 3 and 2 bits (Q8_0, Q4_0, Q3_K, Q2_K experts),
+    round-to-nearest in the Q2_K layout, and GPTQ on the other K-quants (gate Q4_K, up Q5_K, down
+    Q6_K), from one calibration on the shipped set's first text-only samples. Returns {"calib": dir,
+    "samples": file, "w8": dir, "w4": dir, "w3": dir, "w2": dir, "w2-rtn": dir, "wk": dir, "k_profile": wk's profile}."""
     import json
 
     from quantkit.api import CalibrateOptions, QuantizeOptions, calibrate, quantize
@@ -53,4 +54,32 @@ def tiny_text_gguf(tiny_text, tmp_path_factory):
     for name, bits, method in (("w8", 8, None), ("w4", 4, None), ("w3", 3, None), ("w2", 2, None), ("w2-rtn", 2, "rtn")):
         out[name] = quantize(QuantizeOptions(model=str(tiny_text), out=root / name, bits=bits, format="gguf",
                                              method=method, calib=calib if method is None else None))
+    k_profile = root / "k-quants.yaml"  # one K-quant per projection: gate Q4_K, up Q5_K, down Q6_K
+    k_profile.write_text(K_QUANTS_PROFILE)
+    out["wk"] = quantize(QuantizeOptions(model=str(tiny_text), out=root / "wk", profile=str(k_profile), calib=calib))
+    out["k_profile"] = k_profile
     return out
+
+
+K_QUANTS_PROFILE = """\
+name: tiny-text-k-quants
+family: ernie45_moe
+format: gguf
+rules:
+  - role: [router, router_bias, norm, embedding, lm_head]
+    keep: true
+  - role: routed_expert
+    name: gate_proj
+    gguf_type: Q4_K
+    method: gptq
+  - role: routed_expert
+    name: up_proj
+    gguf_type: Q5_K
+    method: gptq
+  - role: routed_expert
+    gguf_type: Q6_K
+    method: gptq
+  - role: [shared_expert, attention, dense_mlp]
+    gguf_type: Q8_0
+    method: gptq
+"""

@@ -32,7 +32,7 @@ from quantkit.manifest import verify_files
 from quantkit.profiles import load_profile
 from quantkit.quantize.gptq import reconstruction_error
 from quantkit.quantize.pipeline import LayerQuantizer
-from quantkit.scheme import QuantScheme
+from quantkit.scheme import QuantScheme, parse_scheme_label
 from quantkit.reference.tokenizer import CORPUS
 from quantkit.manifest import read_manifest
 
@@ -64,6 +64,12 @@ def _random_block_weight(type_name, out_f, in_f, gen):
         mn = torch.randint(0, 16, (out_f, in_f // 16), generator=gen, dtype=torch.int32)
     if type_name == "Q3_K":
         sc = torch.randint(0, 64, (out_f, in_f // 16), generator=gen, dtype=torch.int32)
+    if type_name in ("Q4_K", "Q5_K"):
+        m = (torch.rand(out_f, nb, generator=gen) * 0.01).half().float()
+        sc = torch.randint(0, 64, (out_f, in_f // 32), generator=gen, dtype=torch.int32)
+        mn = torch.randint(0, 64, (out_f, in_f // 32), generator=gen, dtype=torch.int32)
+    if type_name == "Q6_K":
+        sc = torch.randint(-128, 128, (out_f, in_f // 16), generator=gen, dtype=torch.int32)
     return BlockWeight(type_name, codes, d, m, sc, mn)
 
 
@@ -81,13 +87,20 @@ def test_blocks_decode_like_the_gguf_library_and_round_trip(type_name):
 
 
 def test_each_scheme_maps_to_one_type_or_a_clear_refusal():
-    pairs = {(8, 32, True): "Q8_0", (4, 32, True): "Q4_0", (4, 32, False): "Q4_1", (3, 16, True): "Q3_K",
-             (2, 16, False): "Q2_K"}
-    for (bits, group, sym), name in pairs.items():
-        assert type_for_scheme(QuantScheme(bits, group, sym), "t").name == name
+    pairs = {(8, 32, True, None): "Q8_0", (4, 32, True, None): "Q4_0", (4, 32, False, None): "Q4_1",
+             (6, 16, True, 8): "Q6_K", (5, 32, False, 6): "Q5_K", (4, 32, False, 6): "Q4_K",
+             (3, 16, True, 6): "Q3_K", (2, 16, False, 4): "Q2_K",
+             # plans and profiles before scale_bits: the one K-quant of that shape
+             (3, 16, True, None): "Q3_K", (2, 16, False, None): "Q2_K"}
+    for (bits, group, sym, scale_bits), name in pairs.items():
+        scheme = QuantScheme(bits, group, sym, scale_bits=scale_bits)
+        assert type_for_scheme(scheme, "t").name == name
+        assert parse_scheme_label(scheme.label) == scheme  # labels name the scale codes (`-s6`)
     for bits, group, sym in ((4, 128, True), (8, 32, False), (2, 32, False), (3, 32, True)):
         with pytest.raises(PlanRefused, match=f"{bits}-bit g{group} .*no GGUF type holds it exactly"):
             type_for_scheme(QuantScheme(bits, group, sym), "tensor x")
+    with pytest.raises(PlanRefused, match="no GGUF type holds it exactly"):
+        type_for_scheme(QuantScheme(4, 32, True, scale_bits=6), "tensor x")
     with pytest.raises(PlanRefused, match="per-channel"):
         type_for_scheme(QuantScheme(4, -1, True), "tensor x")
 
@@ -101,7 +114,7 @@ def test_gguf_profiles(tmp_path):
     bad = tmp_path / "bad.yaml"
     for body, message in (
         ("family: ernie45_moe\nrules:\n  - role: routed_expert\n    gguf_type: Q4_0\n", "needs `format: gguf`"),
-        ("family: ernie45_moe\nformat: gguf\nrules:\n  - role: routed_expert\n    gguf_type: Q5_K\n", "unknown gguf_type"),
+        ("family: ernie45_moe\nformat: gguf\nrules:\n  - role: routed_expert\n    gguf_type: Q5_0\n", "unknown gguf_type"),
         ("family: ernie45_moe\nformat: gguf\nrules:\n  - role: routed_expert\n    gguf_type: Q4_0\n    group_size: 64\n",
          "Q4_0 is 4-bit g32"),
         ("family: ernie45_moe\nformat: ggml\nrules: []\n", "format 'ggml'"),
@@ -111,30 +124,39 @@ def test_gguf_profiles(tmp_path):
             load_profile(bad)
 
 
-def test_q2k_grid_gptq_beats_rtn_on_layer_error():
+@pytest.mark.parametrize("type_name", ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
+def test_k_quant_grid_gptq_beats_rtn_on_layer_error(type_name):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 1024, 64, generator=gen) @ torch.randn(2, 64, 256, generator=gen) / 8
     x[:, :, :4] *= 10
     h = 2 * x.transpose(1, 2) @ x / 1024
     w = 0.02 * torch.randn(2, 32, 256, generator=gen)
-    rtn = torch.stack([q.dequantize() for q in rtn_on_grid(w, "Q2_K")])
-    gq, fallback = gptq_on_grid(w, h, "Q2_K")
+    rtn = torch.stack([q.dequantize() for q in rtn_on_grid(w, type_name)])
+    gq, fallback = gptq_on_grid(w, h, type_name)
     assert fallback == []
-    for r, g in zip(rtn_on_grid(w, "Q2_K"), gq):  # same fitted grid, other codes
-        assert torch.equal(r.d, g.d) and torch.equal(r.sc, g.sc) and torch.equal(r.mn, g.mn) and torch.equal(r.m, g.m)
+    for r, g in zip(rtn_on_grid(w, type_name), gq):  # same fitted grid, other codes
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in ((r.d, g.d), (r.m, g.m), (r.sc, g.sc), (r.mn, g.mn)))
+        assert not torch.equal(r.codes, g.codes)
     err_g = reconstruction_error(w, torch.stack([q.dequantize() for q in gq]), h)
+    print(type_name, (err_g / reconstruction_error(w, rtn, h)).tolist())
     assert (err_g < 0.5 * reconstruction_error(w, rtn, h)).all()
 
 
 # -- written variants ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["w8", "w4", "w2"])
+def _options(tiny_text, tiny_text_gguf, name) -> QuantizeOptions:
+    """The options `tiny_text_gguf` quantized variant `name` with (planning only)."""
+    if name == "wk":
+        return QuantizeOptions(model=str(tiny_text), out=tiny_text_gguf[name], profile=str(tiny_text_gguf["k_profile"]))
+    return QuantizeOptions(model=str(tiny_text), out=tiny_text_gguf[name], bits=int(name[1]), format="gguf")
+
+
+@pytest.mark.parametrize("name", ["w8", "w4", "w2", "wk"])
 def test_file_size_is_the_plans_prediction(tiny_text, tiny_text_gguf, name):
     variant = tiny_text_gguf[name]
     m = read_manifest(variant)
     size = gguf_file(variant).stat().st_size
-    bits = int(name[1])
-    ckpt, adapter, plan = make_plan(QuantizeOptions(model=str(tiny_text), out=variant, bits=bits, format="gguf"))
+    ckpt, adapter, plan = make_plan(_options(tiny_text, tiny_text_gguf, name))
     assert size == m["gguf"]["predicted_file_bytes"] == predicted_file_bytes(ckpt.path, ckpt.config, adapter, plan,
                                                                              "tiny-text")
     reader = gguf_reader.open_reader(variant)
@@ -142,10 +164,10 @@ def test_file_size_is_the_plans_prediction(tiny_text, tiny_text_gguf, name):
     assert m["format"] == "gguf" and verify_files(variant).ok
 
 
-@pytest.mark.parametrize("name", ["w8", "w4", "w3", "w2"])
+@pytest.mark.parametrize("name", ["w8", "w4", "w3", "w2", "wk"])
 def test_codes_scales_and_mins_in_the_file_are_what_gptq_produced(tiny_text, tiny_text_gguf, name):
     variant = tiny_text_gguf[name]
-    ckpt, adapter, plan = make_plan(QuantizeOptions(model=str(tiny_text), out=variant, bits=int(name[1]), format="gguf"))
+    ckpt, adapter, plan = make_plan(_options(tiny_text, tiny_text_gguf, name))
     store = CalibrationDir(tiny_text_gguf["calib"])
     produced = {}
     q = LayerQuantizer(ckpt, plan, adapter)
@@ -153,7 +175,8 @@ def test_codes_scales_and_mins_in_the_file_are_what_gptq_produced(tiny_text, tin
         q(n, store.layer(n), produced.update)
     in_file = gguf_reader.source_tensors(variant)
     quantized = [e for e in plan.entries if e.quantized]
-    expected = {"w8": {"Q8_0"}, "w4": {"Q4_0", "Q8_0"}, "w3": {"Q3_K", "Q8_0"}, "w2": {"Q2_K", "Q4_0"}}[name]
+    expected = {"w8": {"Q8_0"}, "w4": {"Q4_0", "Q8_0"}, "w3": {"Q3_K", "Q8_0"}, "w2": {"Q2_K", "Q4_0"},
+                "wk": {"Q4_K", "Q5_K", "Q6_K", "Q8_0"}}[name]
     assert quantized and {e.storage for e in quantized} == expected
     for e in quantized:
         got, want = in_file[e.name], produced[e.name]

@@ -77,7 +77,7 @@ def results(tiny_text, tiny_text_gguf, tokens):
     with torch.no_grad():
         src_log = torch.log_softmax(src(torch.tensor([tokens])).logits[0].double(), dim=-1)
     out = {}
-    for name in ("w8", "w4", "w3", "w2", "w2-rtn"):
+    for name in ("w8", "wk", "w4", "w3", "w2", "w2-rtn"):
         variant = tiny_text_gguf[name]
         hf_log, gaps = hf_logprobs_and_gaps(load(variant), tokens)
         ll_log = llama_logprobs(variant, tokens)
@@ -97,7 +97,7 @@ def results(tiny_text, tiny_text_gguf, tokens):
     return out
 
 
-@pytest.mark.parametrize("name", ["w8", "w4", "w3", "w2", "w2-rtn"])
+@pytest.mark.parametrize("name", ["w8", "wk", "w4", "w3", "w2", "w2-rtn"])
 def test_llama_cpp_matches_the_variant_per_position(results, name):
     r = results[name]
     assert r["positions"] >= 64
@@ -108,8 +108,9 @@ def test_llama_cpp_matches_the_variant_per_position(results, name):
 
 
 def test_kl_to_the_source_orders_by_bits(results):
-    kls = [results[n]["mean_kl_vs_source_llama"] for n in ("w8", "w4", "w2")]
-    assert kls[0] < kls[1] < kls[2], kls
+    # wk: Q4_K gate, Q5_K up, Q6_K down experts, between Q8_0 and Q4_0 everywhere
+    kls = [results[n]["mean_kl_vs_source_llama"] for n in ("w8", "wk", "w4", "w2")]
+    assert kls[0] < kls[1] < kls[2] < kls[3], kls
 
 
 def test_gptq_on_the_q2k_grid_beats_rtn_in_llama_cpp(results):

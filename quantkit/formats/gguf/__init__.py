@@ -3,7 +3,7 @@
 
 One job per module:
 - `types.py`    scheme <-> GGML type and the exactness rules; block encoders/decoders; byte sizes
-- `q2k.py`      the fixed grids GPTQ does not choose itself (Q2_K, Q3_K, Q4_1) and GPTQ/RTN on them
+- `q2k.py`      the fixed grids GPTQ does not choose itself (K-quants, Q4_1) and GPTQ/RTN on them
 - `backend.py`  how the quantize pipeline solves and emits weights for a GGUF plan
 - `writer.py`   the .gguf file: hyper-parameters, vocabulary, tensor names, experts stacked per layer
 - `variant.py`  the variant directory (.gguf + side files + quantkit.json), atomically
@@ -43,7 +43,8 @@ class GGUFFormat(Format):
     runtimes = ("llama.cpp", "transformers")
 
     def rule_fields(self, raw: dict, where: str) -> dict:
-        """`gguf_type: Q4_0` -> the bits / group_size / sym that type stores; explicit fields must agree."""
+        """`gguf_type: Q4_K` -> the bits / group_size / sym (and scale_bits, K-quants) that type stores;
+        explicit fields must agree."""
         if "gguf_type" not in raw:
             return raw
         t = QUANT_TYPES.get(str(raw["gguf_type"]))
@@ -54,7 +55,7 @@ class GGUFFormat(Format):
         for key, value in implied.items():
             if key in raw and raw[key] != value:
                 raise ProfileError(f"{where}: gguf_type {t.name} is {t.label}, but the rule says {key}: {raw[key]}")
-        return {**raw, **implied}
+        return {**raw, **implied, "scale_bits": t.scale_bits}
 
     def check_adapter(self, adapter, ckpt=None) -> None:
         check_architecture(adapter, ckpt)
@@ -75,9 +76,10 @@ class GGUFFormat(Format):
         check_stacked_experts(entries)
 
     def candidate_schemes(self, base):
-        """Q2_K, Q3_K, Q4_0, Q8_0 (Q4_1 aside: a second 4-bit grid, larger than Q4_0), the base's method kept."""
-        return tuple(replace(base, bits=t.bits, group_size=t.group, sym=t.sym)
-                     for t in sorted(QUANT_TYPES.values(), key=lambda t: t.bits) if t.name != "Q4_1")
+        """Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0, the base's method kept. Q4_0 and Q4_1 are aside: Q4_K
+        stores 4 bits in Q4_0's bytes (Q4_1's are larger) with ~0.7x its round-to-nearest error."""
+        return tuple(replace(base, bits=t.bits, group_size=t.group, sym=t.sym, scale_bits=t.scale_bits)
+                     for t in sorted(QUANT_TYPES.values(), key=lambda t: t.bits) if t.name not in ("Q4_0", "Q4_1"))
 
     def backend(self) -> GGUFBackend:
         return GGUFBackend()

@@ -3,7 +3,7 @@
 - Q8_0 / Q4_0: GPTQ's (or RTN's) own grid is the type's grid, so the solver runs unchanged and its
   codes and fp16 scales become the blocks (`types.from_quantized`, which checks every group). With
   act-order, groups are static (g_idx = i // 32), since GGUF blocks are consecutive weights.
-- Q2_K / Q3_K / Q4_1: the type's grid is fitted first (`q2k.py`), then GPTQ (or round-to-nearest)
+- K-quants (Q2_K .. Q6_K) / Q4_1: the type's grid is fitted first (`q2k.py`), then GPTQ (or round-to-nearest)
   chooses the codes on it.
 Emitted values are `BlockWeight`s under the source tensor name; the GGUF writer stacks and encodes them.
 """

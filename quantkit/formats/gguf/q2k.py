@@ -1,5 +1,5 @@
-"""Fixed GGML grids and GPTQ on them: Q2_K first (also Q3_K and Q4_1, whose grids GPTQ's own
-per-group min/max rule does not produce).
+"""Fixed GGML grids and GPTQ on them: the K-quants (Q2_K .. Q6_K) and Q4_1, whose grids GPTQ's own
+per-group min/max rule does not produce.
 
 Q2_K stores, per 256 weights of a row, an fp16 `d` and `dmin`, and per 16-weight group a 4-bit
 scale code `sc` and min code `mn`: w = d*sc*q - dmin*mn, q in 0..3. So the grid is fixed first,
@@ -18,6 +18,14 @@ signed scale from `make_q3_quants(16, 4, x, rmse=true)` (the level -4 sits on th
 weight, then a few rounds of coordinate descent on the x^2-weighted error), per 256 d = -max/32 in
 fp16 and sc = clamp(round(scale / d), -32, 31) + 32. Q4_1 (w = d*q + m per 32) follows
 `quantize_row_q4_1_ref`: d = (max - min) / 15 and m = min, both fp16.
+
+Q4_K / Q5_K (w = d*sc*q - dmin*mn per 32, q in 0..15 / 0..31, 6-bit sc and mn) follow
+`quantize_row_q4_K_ref` / `quantize_row_q5_K_ref`: per 32-group `make_qkx2_quants` with weights
+sqrt(mean x^2) + |x| and squared error (Q4_K: 21 candidate scales from nmax - 1, Q5_K: 16 from
+nmax - 0.5), then per 256 d = max scale / 63 and dmin = max min / 63 in fp16, codes rounded. Q6_K
+(w = d*sc*(q - 32), q in 0..63, int8 sc per 16) follows `quantize_row_q6_K_ref`: per 16-group a signed
+scale from `make_qx_quants(16, 32, x, rmse_type=1)` (level -32 on the largest |x|, then 18 nearby
+scales, x^2-weighted), per 256 d = -max/128 in fp16 and sc = min(127, round(scale / d)).
 
 All fits are vectorised over every group of every matrix (torch, fp32) and reproduce the loops of
 the reference C functions, read, not copied.
@@ -38,9 +46,15 @@ def _fp16(x: torch.Tensor) -> torch.Tensor:
     return x.half().float()
 
 
-def _make_qkx2(x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and min (>= 0, subtracted) of each group x [..., n], weights |x|, mean absolute error."""
-    w = x.abs()
+def _make_qkx2(x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int,
+               w: torch.Tensor | None = None, use_mad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and min (>= 0, subtracted) of each group x [..., n] under weights w (default |x|):
+    weighted absolute error (`use_mad`, Q2_K) or squared error (Q4_K, Q5_K)."""
+    w = x.abs() if w is None else w
+
+    def cost(diff: torch.Tensor) -> torch.Tensor:
+        return (w * (diff.abs() if use_mad else diff * diff)).sum(-1)
+
     sum_w, sum_x = w.sum(-1), (w * x).sum(-1)
     mn = x.amin(-1).clamp(max=0)
     mx = x.amax(-1)
@@ -49,7 +63,7 @@ def _make_qkx2(x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: in
     iscale = nmax / rng
     scale = 1 / iscale
     lv = _nearest(iscale.unsqueeze(-1) * (x - mn.unsqueeze(-1))).clamp(0, nmax)
-    best = (w * (scale.unsqueeze(-1) * lv + mn.unsqueeze(-1) - x).abs()).sum(-1)
+    best = cost(scale.unsqueeze(-1) * lv + mn.unsqueeze(-1) - x)
     for step in range(nstep + 1):
         iscale = (rmin + rdelta * step + nmax) / rng
         la = _nearest(iscale.unsqueeze(-1) * (x - mn.unsqueeze(-1))).clamp(0, nmax)
@@ -62,7 +76,7 @@ def _make_qkx2(x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: in
         pos = this_min > 0
         this_scale = torch.where(pos, sum_xl / torch.where(sum_l2 > 0, sum_l2, torch.ones_like(sum_l2)), this_scale)
         this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
-        err = (w * (this_scale.unsqueeze(-1) * la + this_min.unsqueeze(-1) - x).abs()).sum(-1)
+        err = cost(this_scale.unsqueeze(-1) * la + this_min.unsqueeze(-1) - x)
         better = ok & ~flat & (err < best)
         best = torch.where(better, err, best)
         scale = torch.where(better, this_scale, scale)
@@ -145,7 +159,67 @@ def fit_q4_1(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"d": _fp16((hi - lo) / 15), "m": _fp16(lo)}
 
 
-_FITS = {"Q2_K": fit_q2k, "Q3_K": fit_q3k, "Q4_1": fit_q4_1}
+def _fit_q45k(weight: torch.Tensor, nmax: int, rmin: float, nstep: int) -> dict[str, torch.Tensor]:
+    """Q4_K (nmax 15) / Q5_K (31) grid of weight [B, out, in]: d, dmin [B, out, in/256]; sc, mn
+    [B, out, in/32] 6-bit codes."""
+    b, out_f, in_f = weight.shape
+    x = weight.float().reshape(b, out_f, in_f // QK_K, 8, 32)
+    w = (x * x).mean(-1, keepdim=True).sqrt() + x.abs()
+    scale, the_min = _make_qkx2(x, nmax, rmin, 0.1, nstep, w, use_mad=False)
+    d, sc = _superblock_codes(scale.clamp(min=0), 63)
+    dmin, mn = _superblock_codes(the_min, 63)
+    return {"d": d, "m": dmin, "sc": sc.reshape(b, out_f, -1).to(torch.int32),
+            "mn": mn.reshape(b, out_f, -1).to(torch.int32)}
+
+
+def fit_q4k(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    return _fit_q45k(weight, 15, -1.0, 20)
+
+
+def fit_q5k(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    return _fit_q45k(weight, 31, -0.5, 15)
+
+
+def _make_qx(x: torch.Tensor, nmax: int) -> torch.Tensor:
+    """Signed scale of each group x [..., n] (`make_qx_quants`, rmse_type 1: weights x^2): level -nmax on
+    the largest |x|, then the best of 18 nearby inverse scales."""
+    idx = x.abs().argmax(-1, keepdim=True)
+    mx = torch.gather(x, -1, idx).squeeze(-1)
+    zero = mx.abs() < 1e-15  # GROUP_MAX_EPS
+    mx = torch.where(zero, torch.ones_like(mx), mx)
+    w = x * x
+
+    def sums(iscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lv = _nearest(iscale.unsqueeze(-1) * x).clamp(-nmax, nmax - 1)
+        return (w * x * lv).sum(-1), (w * lv * lv).sum(-1)
+
+    sumlx, suml2 = sums(-nmax / mx)
+    scale = torch.where(suml2 > 0, sumlx / torch.where(suml2 > 0, suml2, torch.ones_like(suml2)), torch.zeros_like(sumlx))
+    best = scale * sumlx
+    for step in [s for s in range(-9, 10) if s]:
+        slx, sl2 = sums(-(nmax + 0.1 * step) / mx)
+        take = (sl2 > 0) & (slx * slx > best * sl2)
+        scale = torch.where(take, slx / torch.where(sl2 > 0, sl2, torch.ones_like(sl2)), scale)
+        best = torch.where(take, scale * slx, best)
+    return torch.where(zero, torch.zeros_like(scale), scale)
+
+
+def fit_q6k(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Q6_K grid of weight [B, out, in]: d [B, out, in/256]; sc [B, out, in/16] int8 values."""
+    b, out_f, in_f = weight.shape
+    x = weight.float().reshape(b, out_f, in_f // QK_K, 16, 16)
+    scales = _make_qx(x, 32)
+    idx = scales.abs().argmax(-1, keepdim=True)
+    max_scale = torch.gather(scales, -1, idx).squeeze(-1)
+    ok = max_scale.abs() >= 1e-15
+    iscale = -128 / torch.where(ok, max_scale, torch.ones_like(max_scale))
+    sc = _nearest(iscale.unsqueeze(-1) * scales).clamp(max=127)
+    sc = torch.where(ok.unsqueeze(-1), sc, torch.zeros_like(sc))
+    d = torch.where(ok, _fp16(1 / iscale), torch.zeros_like(max_scale))
+    return {"d": d, "sc": sc.reshape(b, out_f, -1).to(torch.int32)}
+
+
+_FITS = {"Q2_K": fit_q2k, "Q3_K": fit_q3k, "Q4_K": fit_q4k, "Q5_K": fit_q5k, "Q6_K": fit_q6k, "Q4_1": fit_q4_1}
 
 
 def fit_grid(weight: torch.Tensor, type_name: str) -> list[BlockWeight]:

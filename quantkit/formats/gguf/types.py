@@ -8,10 +8,17 @@ multiplies (no requantization):
     8-bit g32 symmetric    Q8_0   fp16 d, 32 x int8 (34/32)  d * q,        q = code - 128
     4-bit g32 symmetric    Q4_0   fp16 d, 16 B nibbles (18/32) d * (q - 8), q = code
     4-bit g32 asymmetric   Q4_1   fp16 d, fp16 m, 16 B (20/32) d * q + m
-    3-bit g16 symmetric    Q3_K   256: 32 B high bits, 64 B low bits, 12 B 6-bit scales, fp16 d
+    6-bit g16 sym, s8      Q6_K   256: 128 B low nibbles, 64 B high 2 bits, 16 int8 scales, fp16 d
+                                  (210/256)                  d * sc * (q - 32)
+    5-bit g32 asym, s6     Q5_K   256: fp16 d, fp16 dmin, 12 B 6-bit scale|min, 32 B high bits,
+                                  128 B nibbles (176/256)    d * sc * q - dmin * mn
+    4-bit g32 asym, s6     Q4_K   256: fp16 d, fp16 dmin, 12 B 6-bit scale|min, 128 B nibbles
+                                  (144/256)                  d * sc * q - dmin * mn
+    3-bit g16 sym, s6      Q3_K   256: 32 B high bits, 64 B low bits, 12 B 6-bit scales, fp16 d
                                   (110/256)                  d * (sc - 32) * (q - 4)
-    2-bit g16 asymmetric   Q2_K   256: 16 B 4-bit scale|min, 64 B codes, fp16 d, fp16 dmin
+    2-bit g16 asym, s4     Q2_K   256: 16 B 4-bit scale|min, 64 B codes, fp16 d, fp16 dmin
                                   (84/256)                   d * sc * q - dmin * mn
+(`sN`: the scheme's `scale_bits`, each group's scale and min an N-bit code against the per-256 d, dmin.)
 
 Exactness (why each row is the same number in both places):
 - GPTQ's symmetric grid is scale * (code - 2**(b-1)) with an fp16 scale (quantkit rounds scales to
@@ -21,9 +28,10 @@ Exactness (why each row is the same number in both places):
   scale * zero, which is Q4_1 only where scale * zero is itself an fp16 number; `export-gguf` checks
   that per group and refuses otherwise. `quantize --format gguf` instead fixes the Q4_1 grid (fp16 d,
   fp16 m per 32) first and runs GPTQ on it (`q2k.py`).
-- K-quants (Q2_K, Q3_K) have 16-weight groups whose scale (and min) are small integer codes against a
-  per-256 fp16 d (and dmin): no GPTQ file describes them, so they only come from quantize
-  --format gguf, which fits that grid first and then runs GPTQ with those static groups.
+- K-quants (Q2_K .. Q6_K) have 16- or 32-weight groups whose scale (and min) are small integer codes
+  against a per-256 fp16 d (and dmin): no GPTQ file describes them, so they only come from quantize
+  --format gguf, which fits that grid first and then runs GPTQ with those static groups. Q4_K and
+  Q4_1 are both 4-bit g32 asymmetric; the scheme's `scale_bits` (6 for Q4_K) tells them apart.
 Every type is written here as a grid `w = scale * code - offset` per group (`BlockWeight.grid`), with
 the same fp32 operations llama.cpp's dequantization performs, so `BlockWeight.dequantize()` is the
 weight llama.cpp uses, bit for bit (tests compare it with `gguf.quants.dequantize`).
@@ -53,6 +61,7 @@ class TypeSpec:
     group: int  # weights sharing one scale (and offset)
     sym: bool
     fixed_grid: bool  # the grid is fitted before GPTQ (not GPTQ's own per-group min/max grid)
+    scale_bits: int | None = None  # K-quants: bits of each group's scale (and min) code
 
     @property
     def ggml(self) -> GGMLQuantizationType:
@@ -68,15 +77,23 @@ class TypeSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.bits}-bit g{self.group} {'symmetric' if self.sym else 'asymmetric'}"
+        codes = f", {self.scale_bits}-bit scale codes" if self.scale_bits else ""
+        return f"{self.bits}-bit g{self.group} {'symmetric' if self.sym else 'asymmetric'}{codes}"
+
+    @property
+    def k_quant(self) -> bool:
+        return self.scale_bits is not None
 
 
 QUANT_TYPES: dict[str, TypeSpec] = {t.name: t for t in (
     TypeSpec("Q8_0", 8, 32, True, False),
     TypeSpec("Q4_0", 4, 32, True, False),
     TypeSpec("Q4_1", 4, 32, False, True),
-    TypeSpec("Q3_K", 3, 16, True, True),
-    TypeSpec("Q2_K", 2, 16, False, True),
+    TypeSpec("Q6_K", 6, 16, True, True, 8),
+    TypeSpec("Q5_K", 5, 32, False, True, 6),
+    TypeSpec("Q4_K", 4, 32, False, True, 6),
+    TypeSpec("Q3_K", 3, 16, True, True, 6),
+    TypeSpec("Q2_K", 2, 16, False, True, 4),
 )}
 FLOAT_TYPES = ("F32", "F16", "BF16")
 _FLOAT_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
@@ -94,9 +111,14 @@ def type_for_scheme(scheme: QuantScheme, where: str) -> TypeSpec:
     if scheme.group_size == -1:
         raise PlanRefused(f"{where}: per-channel {scheme.bits}-bit: no GGUF type holds it exactly "
                             f"(GGUF types: {known_types_text()})")
+    shape = (scheme.bits, scheme.group_size, scheme.sym)
     for t in QUANT_TYPES.values():
-        if (t.bits, t.group, t.sym) == (scheme.bits, scheme.group_size, scheme.sym):
+        if (t.bits, t.group, t.sym, t.scale_bits) == (*shape, scheme.scale_bits):
             return t
+    if scheme.scale_bits is None:  # plans and profiles before scale_bits named Q2_K / Q3_K by shape alone
+        k_types = [t for t in QUANT_TYPES.values() if t.k_quant and (t.bits, t.group, t.sym) == shape]
+        if len(k_types) == 1:
+            return k_types[0]
     sym = "symmetric" if scheme.sym else "asymmetric"
     raise PlanRefused(f"{where}: {scheme.bits}-bit g{scheme.group_size} {sym}: no GGUF type holds it exactly "
                         f"(GGUF types: {known_types_text()})")
@@ -104,7 +126,8 @@ def type_for_scheme(scheme: QuantScheme, where: str) -> TypeSpec:
 
 def scheme_for_type(name: str, method: str = "gptq", desc_act: bool = False) -> QuantScheme:
     t = QUANT_TYPES[name]
-    return QuantScheme(bits=t.bits, group_size=t.group, sym=t.sym, method=method, desc_act=desc_act)
+    return QuantScheme(bits=t.bits, group_size=t.group, sym=t.sym, method=method, desc_act=desc_act,
+                       scale_bits=t.scale_bits)
 
 
 def kept_type(role_kind: str, source_dtype: str, where: str) -> str:
@@ -173,10 +196,11 @@ class BlockWeight:
     """One [out, in] weight as a GGML type stores it.
 
     codes: int32 [out, in], 0 .. 2**bits - 1
-    d:     fp32 [out, n] fp16 values: per 32-block (Q8_0, Q4_0, Q4_1), per 256 (Q2_K, Q3_K)
-    m:     fp32 [out, n] fp16 values: Q4_1's min per 32, Q2_K's dmin per 256; else None
-    sc:    int32 [out, in / 16]: Q2_K 4-bit scales, Q3_K 6-bit scales (value sc - 32); else None
-    mn:    int32 [out, in / 16]: Q2_K 4-bit mins; else None
+    d:     fp32 [out, n] fp16 values: per 32-block (Q8_0, Q4_0, Q4_1), per 256 (K-quants)
+    m:     fp32 [out, n] fp16 values: Q4_1's min per 32, the dmin per 256 of Q2_K, Q4_K, Q5_K; else None
+    sc:    int32 [out, in / group]: K-quant scale codes: Q2_K 4-bit, Q3_K 6-bit (value sc - 32),
+           Q4_K / Q5_K 6-bit, Q6_K int8 (-128..127); else None
+    mn:    int32 [out, in / group]: min codes: Q2_K 4-bit, Q4_K / Q5_K 6-bit; else None
     """
 
     type: str
@@ -209,12 +233,16 @@ class BlockWeight:
             return d, d * float(2 ** (self.spec.bits - 1))
         if t == "Q4_1":
             return d, -self.m.float()
-        d16 = d.repeat_interleave(QK_K // 16, dim=1)
-        if t == "Q2_K":
-            return d16 * self.sc.float(), self.m.float().repeat_interleave(QK_K // 16, dim=1) * self.mn.float()
+        per = QK_K // self.spec.group  # groups per 256 block
+        dg = d.repeat_interleave(per, dim=1)
+        if t in ("Q2_K", "Q4_K", "Q5_K"):
+            return dg * self.sc.float(), self.m.float().repeat_interleave(per, dim=1) * self.mn.float()
         if t == "Q3_K":
-            scale = d16 * (self.sc.float() - 32)
+            scale = dg * (self.sc.float() - 32)
             return scale, scale * 4
+        if t == "Q6_K":
+            scale = dg * self.sc.float()
+            return scale, scale * 32
         raise ValueError(t)
 
     def dequantize(self) -> torch.Tensor:
@@ -223,11 +251,11 @@ class BlockWeight:
         g = self.spec.group
         scale, offset = (x.repeat_interleave(g, dim=1) for x in self.grid())
         codes = self.codes.float()
-        if self.type in ("Q8_0", "Q4_0", "Q3_K"):  # d * (q - zero), q - zero an exact small integer
+        if self.type in ("Q8_0", "Q4_0", "Q3_K", "Q6_K"):  # d * (q - zero), q - zero an exact small integer
             return scale * (codes - float(2 ** (self.spec.bits - 1)))
         if self.type == "Q4_1":
             return scale * codes + self.m.float().repeat_interleave(g, dim=1)
-        return scale * codes - offset  # Q2_K: (d * sc) * q - dmin * mn
+        return scale * codes - offset  # Q2_K, Q4_K, Q5_K: (d * sc) * q - dmin * mn
 
     def same_as(self, other: "BlockWeight") -> bool:
         """Bit-for-bit equality of codes and of every scale/min field."""
@@ -239,9 +267,9 @@ class BlockWeight:
 
 def check_gptq_grid(t: TypeSpec, where: str) -> None:
     """K-quant grids cannot come from a GPTQ result (fp16 per-group scales, integer zeros)."""
-    if t.name in ("Q2_K", "Q3_K"):
-        raise PlanRefused(f"{where}: {t.label} is {t.name}, whose 16-weight groups take their scale"
-                            f"{' and min' if not t.sym else ''} from {'4' if t.name == 'Q2_K' else '6'}-bit codes "
+    if t.k_quant:
+        raise PlanRefused(f"{where}: {t.label} is {t.name}, whose {t.group}-weight groups take their scale"
+                            f"{' and min' if not t.sym else ''} from {t.scale_bits}-bit codes "
                             "against a per-256 fp16 d; a GPTQ file's fp16 per-group scales and integer zeros do not "
                             "describe that grid (quantize the source with --format gguf instead)")
 
@@ -307,6 +335,53 @@ def _unpack_2bit_256(b: np.ndarray) -> np.ndarray:
     return ((b >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 1, 4, 1)) & 3).reshape(r, nb, 256)
 
 
+def _pack_high_bits(bits: np.ndarray) -> np.ndarray:
+    """bits [rows, nb, 256] of 0/1 -> [rows, nb, 32]: element b*32 + l at bit b of byte l (Q3_K's hmask,
+    Q5_K's qh)."""
+    r, nb, _ = bits.shape
+    b = bits.reshape(r, nb, 8, 32).astype(np.uint8)
+    out = np.zeros((r, nb, 32), dtype=np.uint8)
+    for i in range(8):
+        out |= b[:, :, i] << i
+    return out
+
+
+def _unpack_high_bits(b: np.ndarray) -> np.ndarray:
+    r, nb, _ = b.shape
+    return ((b[:, :, None, :] >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)) & 1).reshape(r, nb, 256)
+
+
+def _pack_nibbles_64(q: np.ndarray) -> np.ndarray:
+    """low nibbles of codes [rows, nb, 256] -> [rows, nb, 128]: per 64 weights, byte l holds element l
+    (low nibble) and element l + 32 (high nibble): Q4_K's and Q5_K's qs."""
+    r, nb, _ = q.shape
+    q = (q & 15).reshape(r, nb, 4, 2, 32).astype(np.uint8)
+    return (q[:, :, :, 0] | (q[:, :, :, 1] << 4)).reshape(r, nb, 128)
+
+
+def _unpack_nibbles_64(b: np.ndarray) -> np.ndarray:
+    r, nb, _ = b.shape
+    b = b.reshape(r, nb, 4, 1, 32)
+    return np.concatenate([b & 15, b >> 4], axis=3).reshape(r, nb, 256)
+
+
+def _pack_scale_min_k4(sc: np.ndarray, mn: np.ndarray) -> np.ndarray:
+    """8 six-bit scales and mins [rows, nb, 8] -> the 12 bytes of Q4_K / Q5_K (get_scale_min_k4's inverse)."""
+    if sc.min() < 0 or sc.max() > 63 or mn.min() < 0 or mn.max() > 63:
+        raise ValueError("Q4_K / Q5_K scales and mins are 6-bit")
+    sc, mn = sc.astype(np.uint8), mn.astype(np.uint8)
+    return np.concatenate([(sc[:, :, :4] & 63) | ((sc[:, :, 4:] >> 4) << 6),
+                           (mn[:, :, :4] & 63) | ((mn[:, :, 4:] >> 4) << 6),
+                           (sc[:, :, 4:] & 15) | ((mn[:, :, 4:] & 15) << 4)], axis=2)
+
+
+def _unpack_scale_min_k4(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo, mid, hi = b[:, :, 0:4], b[:, :, 4:8], b[:, :, 8:12]
+    sc = np.concatenate([lo & 63, (hi & 15) | ((lo >> 6) << 4)], axis=2)
+    mn = np.concatenate([mid & 63, (hi >> 4) | ((mid >> 6) << 4)], axis=2)
+    return sc.astype(np.int32), mn.astype(np.int32)
+
+
 def encode(w: BlockWeight) -> np.ndarray:
     """The GGML blocks of one weight: uint8 [out, in / block * block_bytes] (one GGUF row per row)."""
     t = w.spec
@@ -333,16 +408,27 @@ def encode(w: BlockWeight) -> np.ndarray:
         sc = w.sc.numpy().reshape(out_f, nb, 16)
         if sc.min() < 0 or sc.max() > 63:
             raise ValueError("Q3_K scales are 6-bit")
-        hbits = ((q >> 2) & 1).reshape(out_f, nb, 8, 32).astype(np.uint8)
-        hmask = np.zeros((out_f, nb, 32), dtype=np.uint8)
-        for b in range(8):  # element b*32 + l keeps its high bit at bit b of hmask[l]
-            hmask |= hbits[:, :, b] << b
+        hmask = _pack_high_bits((q >> 2) & 1)
         low, high = (sc & 15).astype(np.uint8), (sc >> 4).astype(np.uint8)
         scales = np.zeros((out_f, nb, 12), dtype=np.uint8)
         scales[:, :, :8] = low[:, :, :8] | (low[:, :, 8:] << 4)
         for j in range(16):  # the high 2 bits of scale j: byte 8 + j % 4, bits 2 * (j // 4)
             scales[:, :, 8 + j % 4] |= high[:, :, j] << (2 * (j // 4))
         parts = [hmask, _pack_2bit_256(q & 3), scales, _f16_bytes(w.d)]
+    elif t.name in ("Q4_K", "Q5_K"):
+        scales = _pack_scale_min_k4(w.sc.numpy().reshape(out_f, nb, 8), w.mn.numpy().reshape(out_f, nb, 8))
+        high = [_pack_high_bits(q >> 4)] if t.name == "Q5_K" else []
+        parts = [_f16_bytes(w.d), _f16_bytes(w.m), scales, *high, _pack_nibbles_64(q)]
+    elif t.name == "Q6_K":
+        sc = w.sc.numpy().reshape(out_f, nb, 16)
+        if sc.min() < -128 or sc.max() > 127:
+            raise ValueError("Q6_K scales are int8")
+        h = q.reshape(out_f, nb, 2, 4, 32).astype(np.uint8)  # [half, quarter k, l]: element half*128 + k*32 + l
+        low, top = h & 15, h >> 4
+        ql = np.concatenate([low[:, :, :, 0] | (low[:, :, :, 2] << 4), low[:, :, :, 1] | (low[:, :, :, 3] << 4)], axis=3)
+        qh = top[:, :, :, 0] | (top[:, :, :, 1] << 2) | (top[:, :, :, 2] << 4) | (top[:, :, :, 3] << 6)
+        parts = [ql.reshape(out_f, nb, 128), qh.reshape(out_f, nb, 64), sc.astype(np.int8).view(np.uint8),
+                 _f16_bytes(w.d)]
     else:
         raise ValueError(t.name)
     blocks = np.concatenate(parts, axis=2)
@@ -377,12 +463,25 @@ def decode(raw: np.ndarray, type_name: str, shape: tuple[int, int]) -> BlockWeig
     elif t.name == "Q3_K":
         hmask, qs, scales = b[:, :, 0:32], b[:, :, 32:96], b[:, :, 96:108]
         d = _f16_from(b[:, :, 108:110])
-        low = _unpack_2bit_256(qs).astype(np.int32)
-        high = ((hmask[:, :, None, :] >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)) & 1).reshape(out_f, nb, 256)
-        codes = low + 4 * high.astype(np.int32)
+        codes = _unpack_2bit_256(qs).astype(np.int32) + 4 * _unpack_high_bits(hmask).astype(np.int32)
         lo = np.concatenate([scales[:, :, :8] & 15, scales[:, :, :8] >> 4], axis=2)
         hi = np.stack([(scales[:, :, 8 + j % 4] >> (2 * (j // 4))) & 3 for j in range(16)], axis=2)
         sc = torch.from_numpy((lo | (hi << 4)).astype(np.int32).reshape(out_f, nb * 16))
+    elif t.name in ("Q4_K", "Q5_K"):
+        d, m = _f16_from(b[:, :, 0:2]), _f16_from(b[:, :, 2:4])
+        scs, mns = _unpack_scale_min_k4(b[:, :, 4:16])
+        sc, mn = torch.from_numpy(scs.reshape(out_f, nb * 8)), torch.from_numpy(mns.reshape(out_f, nb * 8))
+        codes = _unpack_nibbles_64(b[:, :, -128:]).astype(np.int32)
+        if t.name == "Q5_K":
+            codes += 16 * _unpack_high_bits(b[:, :, 16:48]).astype(np.int32)
+    elif t.name == "Q6_K":
+        ql = b[:, :, 0:128].reshape(out_f, nb, 2, 2, 32)  # [half, first/second 32 bytes, l]
+        qh = b[:, :, 128:192].reshape(out_f, nb, 2, 1, 32)
+        low = np.stack([ql[:, :, :, 0] & 15, ql[:, :, :, 1] & 15, ql[:, :, :, 0] >> 4, ql[:, :, :, 1] >> 4], axis=3)
+        top = (qh >> (2 * np.arange(4, dtype=np.uint8)).reshape(1, 1, 1, 4, 1)) & 3
+        codes = (low | (top << 4)).astype(np.int32).reshape(out_f, nb, 256)
+        sc = torch.from_numpy(b[:, :, 192:208].view(np.int8).astype(np.int32).reshape(out_f, nb * 16))
+        d = _f16_from(b[:, :, 208:210])
     else:
         raise ValueError(t.name)
     return BlockWeight(t.name, torch.from_numpy(np.ascontiguousarray(codes).reshape(out_f, in_f)), d, m, sc, mn)

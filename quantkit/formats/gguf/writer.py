@@ -55,8 +55,9 @@ _EXPERT_TENSORS = {"gate": gguf.MODEL_TENSOR.FFN_GATE_EXP, "up": gguf.MODEL_TENS
 # llama.cpp's file-type labels (general.file_type, the `-<type>` of the file name) by expert type.
 FILE_TYPES = {"Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
               "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1, "Q3_K": gguf.LlamaFileType.MOSTLY_Q3_K_M,
-              "Q2_K": gguf.LlamaFileType.MOSTLY_Q2_K, "F16": gguf.LlamaFileType.MOSTLY_F16,
-              "BF16": gguf.LlamaFileType.MOSTLY_BF16, "F32": gguf.LlamaFileType.ALL_F32}
+              "Q2_K": gguf.LlamaFileType.MOSTLY_Q2_K, "Q4_K": gguf.LlamaFileType.MOSTLY_Q4_K_M,
+              "Q5_K": gguf.LlamaFileType.MOSTLY_Q5_K_M, "Q6_K": gguf.LlamaFileType.MOSTLY_Q6_K,
+              "F16": gguf.LlamaFileType.MOSTLY_F16, "BF16": gguf.LlamaFileType.MOSTLY_BF16, "F32": gguf.LlamaFileType.ALL_F32}
 
 
 def _pad(n: int) -> int:
