@@ -6,13 +6,14 @@ unit and each candidate width, the KL of a variant that differs from uniform 3-b
 only, and searches every assignment of widths within uniform 3-bit's bytes under the additive model
 (the KL of an assignment = uniform's + the sum of its units' measured changes). That gives:
 - the bound: the lowest KL an allocation can be expected to reach at that size, for the runtime's units
-  and the format's widths (additivity is an approximation: the measured KL of the bound's assignment is
-  reported beside it);
+  and the format's widths (the exact knapsack of quantkit.allocate over the measured changes;
+  additivity is an approximation: the measured KL of the bound's assignment is reported beside it);
 - the allocator's own choice (`--target-size` at that size), its measured KL and its additive prediction.
 
 Two runtimes, each with the unit the engine reads:
 - llama.cpp (GGUF, the base profile of bench/llama_recipes.py): one GGML type per stacked tensor, 3
-  layers x gate/up/down = 9 units, widths Q2_K / Q3_K / Q4_0 / Q8_0; every model scored in llama.cpp
+  layers x gate/up/down = 9 units, the format's candidate widths (Q2_K / Q3_K / Q4_K / Q5_K / Q6_K /
+  Q8_0); every model scored in llama.cpp
   against the unquantized GGUF;
 - vLLM (GPTQ, profiles/ernie45-moe-w4.yaml at group 128 and 64): one scheme per FusedMoE layer = 3
   units, widths 2 / 3 / 4 / 8 bits; scored with quantkit.load against the bf16 source.
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import json
 import os
 import platform
@@ -35,25 +35,27 @@ from pathlib import Path
 
 import numpy as np
 
-from quantkit.scheme import parse_scheme_label
+from quantkit.allocate import knapsack
+from quantkit.formats.gguf import FORMAT as GGUF
+from quantkit.formats.gguf.types import type_for_scheme
+from quantkit.scheme import QuantScheme, parse_scheme_label
 
-GGUF_TYPES = ("Q2_K", "Q3_K", "Q4_0", "Q8_0")
-GGUF_BITS = {2: "Q2_K", 3: "Q3_K", 4: "Q4_0", 8: "Q8_0"}
+# The GGML types the allocator chooses from (one per width), Q3_K second: the reference width.
+GGUF_TYPES = tuple(type_for_scheme(s, "candidate").name for s in GGUF.candidate_schemes(QuantScheme(bits=4, method="gptq")))
+GGUF_BITS = {parse_scheme_label(s.label).bits: t for s, t in
+             zip(GGUF.candidate_schemes(QuantScheme(bits=4, method="gptq")), GGUF_TYPES)}
 GPTQ_BITS = (2, 3, 4, 8)
 KEYS = ("kl_answer", "kl_all")
 
 
 def best_assignment(units: list, widths: tuple, base: dict, change: dict, nbytes: dict, key: str) -> dict:
-    """Exhaustive search over every width per unit within uniform 3-bit's bytes, additive model."""
+    """The best width per unit within uniform 3-bit's bytes under the additive model (exact knapsack over
+    the measured changes in KL and bytes)."""
     capacity = sum(nbytes[(u, widths[1])] for u in units)
-    best = None
-    for combo in itertools.product(widths, repeat=len(units)):
-        if sum(nbytes[(u, w)] for u, w in zip(units, combo)) > capacity:
-            continue
-        kl = base[key] + sum(change[(u, w)][key] for u, w in zip(units, combo))
-        if best is None or kl < best[0]:
-            best = (kl, combo)
-    return {"predicted": best[0], "ratio": best[0] / base[key], "assignment": dict(zip(map(str, units), best[1]))}
+    choice, total = knapsack([[(nbytes[(u, w)], change[(u, w)][key]) for w in widths] for u in units], capacity)
+    kl = base[key] + total
+    return {"predicted": kl, "ratio": kl / base[key],
+            "assignment": {str(u): widths[i] for u, i in zip(units, choice)}}
 
 
 def predicted(units: list, choice: dict, base: dict, change: dict, key: str) -> float:
