@@ -34,7 +34,7 @@ def tiny_vl_w4(tiny_vl, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_text_gguf(tiny_text, tmp_path_factory):
-    """GGUF variants of the tiny text MoE: GPTQ at 8, 4, 3 and 2 bits (Q8_0, Q4_0, Q3_K, Q2_K experts),
+    """GGUF variants of the tiny text MoE: GPTQ at 8, 4, 3 and 2 bits (Q8_0, Q4_K, Q3_K, Q2_K experts),
     round-to-nearest in the Q2_K layout, and GPTQ on the other K-quants (gate Q4_K, up Q5_K, down
     Q6_K), from one calibration on the shipped set's first text-only samples. Returns {"calib": dir,
     "samples": file, "w8": dir, "w4": dir, "w3": dir, "w2": dir, "w2-rtn": dir, "wk": dir, "k_profile": wk's profile}."""

@@ -106,7 +106,7 @@ def test_each_scheme_maps_to_one_type_or_a_clear_refusal():
 
 
 def test_gguf_profiles(tmp_path):
-    for bits, expert in ((8, "Q8_0"), (4, "Q4_0"), (3, "Q3_K"), (2, "Q2_K")):
+    for bits, expert in ((8, "Q8_0"), (4, "Q4_K"), (3, "Q3_K"), (2, "Q2_K")):
         p = load_profile(f"ernie45-moe-gguf-w{bits}")
         from quantkit.roles import Role
         s = p.scheme_for("x", Role("routed_expert", 1, "text", 0, "up"))
@@ -175,7 +175,7 @@ def test_codes_scales_and_mins_in_the_file_are_what_gptq_produced(tiny_text, tin
         q(n, store.layer(n), produced.update)
     in_file = gguf_reader.source_tensors(variant)
     quantized = [e for e in plan.entries if e.quantized]
-    expected = {"w8": {"Q8_0"}, "w4": {"Q4_0", "Q8_0"}, "w3": {"Q3_K", "Q8_0"}, "w2": {"Q2_K", "Q4_0"},
+    expected = {"w8": {"Q8_0"}, "w4": {"Q4_K", "Q8_0"}, "w3": {"Q3_K", "Q8_0"}, "w2": {"Q2_K", "Q4_0"},
                 "wk": {"Q4_K", "Q5_K", "Q6_K", "Q8_0"}}[name]
     assert quantized and {e.storage for e in quantized} == expected
     for e in quantized:
@@ -301,14 +301,14 @@ def test_card_memory_and_the_real_21b_sizes(tiny_text_gguf, tmp_path):
     r = package(PackageOptions(variant=variant, base_model="baidu/ERNIE-4.5-21B-A3B-PT", license="apache-2.0",
                                run_verify=False))
     card = r.card.read_text()
-    assert r.name.suffix == "GGUF-Q4_0" and "gguf" in r.metadata["tags"] and r.metadata["library_name"] == "gguf"
-    assert "llama-server -m tiny-text-Q4_0.gguf" in card and "4-bit (Q4_0)" in card and verify_files(variant).ok
+    assert r.name.suffix == "GGUF-Q4_K" and "gguf" in r.metadata["tags"] and r.metadata["library_name"] == "gguf"
+    assert "llama-server -m tiny-text-Q4_K.gguf" in card and "4-bit (Q4_K)" in card and verify_files(variant).ok
     assert "`--no-repack`" in card  # llama.cpp's AMX path crashes on MoE models (formats/gguf/engine.py)
     mem = file_bytes(variant)
     assert mem["file_bytes"] == gguf_file(variant).stat().st_size
     assert sum(row["bytes"] for row in mem["by_role"].values()) == mem["tensor_bytes"]
-    assert mem["by_role"]["routed_expert.text"]["types"] == ["Q4_0"] and mem["by_role"]["norm"]["types"] == ["F32"]
-    assert mem["by_role"]["routed_expert.text"]["bits_per_param"] == 4.5  # 18 bytes per 32 weights
+    assert mem["by_role"]["routed_expert.text"]["types"] == ["Q4_K"] and mem["by_role"]["norm"]["types"] == ["F32"]
+    assert mem["by_role"]["routed_expert.text"]["bits_per_param"] == 4.5  # 144 bytes per 256 weights
     shape = LlamaShape.from_config(json.loads((variant / "config.json").read_text()))
     ram = llama_cpp_ram(mem["tensor_bytes"], shape, 4096)
     assert ram["kv_cache"] == 2 * 3 * 2 * 64 * 4096 * 2 and ram["total"] > mem["tensor_bytes"]

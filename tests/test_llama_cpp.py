@@ -108,7 +108,7 @@ def test_llama_cpp_matches_the_variant_per_position(results, name):
 
 
 def test_kl_to_the_source_orders_by_bits(results):
-    # wk: Q4_K gate, Q5_K up, Q6_K down experts, between Q8_0 and Q4_0 everywhere
+    # wk: Q4_K gate, Q5_K up, Q6_K down experts, between Q8_0 and Q4_K everywhere
     kls = [results[n]["mean_kl_vs_source_llama"] for n in ("w8", "wk", "w4", "w2")]
     assert kls[0] < kls[1] < kls[2] < kls[3], kls
 

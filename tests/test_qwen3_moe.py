@@ -229,7 +229,7 @@ def test_real_config_sizes_plans_without_downloading():
              for bits in (8, 4, 2)}
     assert sizes[8] > sizes[4] > sizes[2] and 15 * 2**30 < sizes[4] < 18 * 2**30, sizes
     g4 = build_plan(ckpt, adapter, resolve_profile(adapter, bits=4, profile=None, fmt="gguf"))
-    assert {e.storage for e in g4.entries if e.role.kind == "routed_expert"} == {"Q4_0"}
+    assert {e.storage for e in g4.entries if e.role.kind == "routed_expert"} == {"Q4_K"}
     assert adapter.gguf_hparams()["expert_feed_forward_length"] == 768
 
 
@@ -341,7 +341,7 @@ def test_gguf_file_is_llama_cpps_qwen3moe(model, ggufs):
     assert fields["qwen3moe.expert_feed_forward_length"].contents() == 256
     assert "qwen3moe.leading_dense_block_count" not in fields  # not a qwen3moe key (its converter writes none)
     names = {t.name: t.tensor_type.name for t in reader.tensors}
-    assert names["blk.0.ffn_gate_exps.weight"] == "Q4_0" and names["blk.2.attn_q_norm.weight"] == "F32"
+    assert names["blk.0.ffn_gate_exps.weight"] == "Q4_K" and names["blk.2.attn_q_norm.weight"] == "F32"
     assert names["blk.1.ffn_gate_inp.weight"] == "F32" and "output.weight" in names
     report = verify(ggufs["w2"], runtimes=("all",))
     assert report.integrity_ok and report.servable, report.lines()
