@@ -79,7 +79,7 @@ def test_act_order_and_non_consecutive_groups_are_refused(tmp_path, tiny_text):
         make_plan(QuantizeOptions(model=str(tiny_text), out=tmp_path / "x", profile=prof))
 
 
-# -- bits: compressed-tensors takes 2..8, GPTQ and GGUF refuse what they cannot store ----------------
+# -- bits: compressed-tensors takes 2..8, GPTQ and GGUF refuse what they cannot store (GGUF: 7) ----------------
 @pytest.mark.parametrize("bits", [5, 6, 7])
 def test_widths_only_compressed_tensors_stores(bits, tiny_text, tmp_path):
     opts = dict(model=str(tiny_text), out=tmp_path / "x", bits=bits, method="rtn")
@@ -88,8 +88,12 @@ def test_widths_only_compressed_tensors_stores(bits, tiny_text, tmp_path):
     with pytest.raises(PlanRefused, match=rf"tensor model\.layers\.1\.mlp\.experts\.0\.down_proj\.weight: {bits}-bit: "
                                           "the GPTQ format stores 2, 3, 4, 8 bits"):
         make_plan(QuantizeOptions(**opts, format="gptq"))
-    with pytest.raises(PlanRefused, match=rf"tensor model\.layers\.1\.mlp\.experts\.0\.down_proj\.weight .*{bits}-bit"):
-        make_plan(QuantizeOptions(**opts, format="gguf"))
+    if bits == 7:  # GGUF's K-quants hold 5 and 6 bits (Q5_K, Q6_K); no GGML type holds 7
+        with pytest.raises(PlanRefused, match=rf"tensor model\.layers\.1\.mlp\.experts\.0\.down_proj\.weight .*{bits}-bit"):
+            make_plan(QuantizeOptions(**opts, format="gguf"))
+    else:
+        _, _, gguf_plan = make_plan(QuantizeOptions(**opts, format="gguf"))
+        assert {e.storage for e in gguf_plan.quantized() if e.role.kind == "routed_expert"} == {f"Q{bits}_K"}
 
 
 def test_cli_bits_and_format(tiny_text, tmp_path):
@@ -325,13 +329,21 @@ def test_profile_reads_a_compressed_tensors_variant(tmp_path):
 def test_export_gguf_reads_a_compressed_tensors_variant(tiny_text, tmp_path):
     """`quantkit export-gguf` takes the codes of a compressed-tensors variant (Format.read_codes) as they are:
     the GGUF decodes to exactly the same quantized weights."""
-    v = quantize(QuantizeOptions(model=str(tiny_text), out=tmp_path / "ct", profile="ernie45-moe-gguf-w4", method="rtn",
+    from quantkit.profiles import PROFILE_DIR
+
+    # the shipped 4-bit GGUF profile with Q4_0 experts (it stores Q4_K, whose 6-bit scale codes
+    # compressed-tensors cannot hold): 4-bit g32 symmetric, which both formats store exactly
+    profile = tmp_path / "q4_0.yaml"
+    profile.write_text((PROFILE_DIR / "ernie45-moe-gguf-w4.yaml").read_text().replace("gguf_type: Q4_K", "gguf_type: Q4_0"))
+    v = quantize(QuantizeOptions(model=str(tiny_text), out=tmp_path / "ct", profile=str(profile), method="rtn",
                                  format=CT))
     g = convert(v, "gguf", tmp_path / "gguf")
     assert read_manifest(g)["exported_from"]["format"] == CT
     a, b = dequantized_state_dict(v), dequantized_state_dict(g)
     quantized = [n for n, e in read_manifest(v)["tensors"].items() if e["scheme"] != "keep"]
     assert len(quantized) == 69 and all(torch.equal(a[n], b[n]) for n in quantized)
+    with pytest.raises(PlanRefused, match="6-bit code .*--format gguf"):  # Q4_K: one line naming the tensor
+        make_plan(QuantizeOptions(model=str(tiny_text), out=tmp_path / "k", profile="ernie45-moe-gguf-w4", format=CT))
 
 
 def test_cards_say_which_engines_serve_each_variant():
