@@ -70,11 +70,17 @@ class Unit:
     entries: list[TensorPlan]
     schemes: list[QuantScheme] = field(default_factory=list)
     nbytes: list[int] = field(default_factory=list)
+    storage: list[str | None] = field(default_factory=list)  # the format's name for each width (GGUF: Q4_K)
     rtn_error: list[float] = field(default_factory=list)
     error: list[float] = field(default_factory=list)  # the objective: RTN, or GPTQ as estimated
 
     def regex(self) -> str:
         return "^(?:" + "|".join(re.escape(e.name) for e in self.entries) + ")$"
+
+    def label(self, i: int) -> str:
+        """`gptq-w4g32-asym-s6 (Q4_K)`: width i's scheme, and its storage where the format names one."""
+        store = self.storage[i] if i < len(self.storage) else None
+        return scheme_label(self.schemes[i]) + (f" ({store})" if store else "")
 
 
 @dataclass
@@ -102,7 +108,7 @@ class Allocation:
         out = []
         for i, s in enumerate(self.units[0].schemes):
             if all(len(u.schemes) > i and u.schemes[i].bits == s.bits for u in self.units):
-                out.append({"scheme": scheme_label(s), "bytes": self.fixed_bytes + sum(u.nbytes[i] for u in self.units),
+                out.append({"scheme": self.units[0].label(i), "bytes": self.fixed_bytes + sum(u.nbytes[i] for u in self.units),
                             "error": sum(u.error[i] for u in self.units)})
         return out
 
@@ -116,8 +122,8 @@ class Allocation:
         return {"runtime": self.runtime, "budget_bytes": self.budget, "predicted_bytes": self.predicted_bytes,
                 "fixed_bytes": self.fixed_bytes, "objective": self.error, "error_estimate": self.method,
                 "rows": self.rows, "vram": self.vram, "uniform": self.uniform(),
-                "units": [{"unit": u.key, "scheme": scheme_label(u.schemes[c]), "bytes": u.nbytes[c],
-                           "error": u.error[c]} for u, c in zip(self.units, self.choice)]}
+                "units": [{"unit": u.key, "scheme": scheme_label(u.schemes[c]), "storage": u.storage[c],
+                           "bytes": u.nbytes[c], "error": u.error[c]} for u, c in zip(self.units, self.choice)]}
 
     def lines(self) -> list[str]:
         out = [f"allocation for {self.runtime} ({self.method} error estimate): {len(self.units)} units, "
@@ -129,10 +135,10 @@ class Allocation:
                        f"activations {human_bytes(self.vram['activations'])} + runtime "
                        f"{human_bytes(self.vram['runtime_overhead'])})")
         for u, c in zip(self.units, self.choice):
-            out.append(f"  {u.key:<32} {scheme_label(u.schemes[c]):<22} {human_bytes(u.nbytes[c]):>10}  "
+            out.append(f"  {u.key:<32} {u.label(c):<29} {human_bytes(u.nbytes[c]):>10}  "
                        f"error {u.error[c]:.3g}")
         for row in self.uniform():
-            out.append(f"  uniform {row['scheme']:<22} {human_bytes(row['bytes']):>10}  objective {row['error']:.4g}")
+            out.append(f"  uniform {row['scheme']:<29} {human_bytes(row['bytes']):>10}  objective {row['error']:.4g}")
         return out + [f"  note: {n}" for n in self.notes]
 
 
@@ -179,11 +185,12 @@ def build_units(ckpt: Checkpoint, adapter: Adapter, plan, runtime: str) -> list[
         first = u.entries[0]  # the profile's scheme (before the format fits its group to a shape)
         for cand in fmt.candidate_schemes(plan.profile.scheme_for(first.name, first.role)):
             try:
-                nbytes = sum(fmt.plan_tensor(ckpt.info(e.name), e.role, cand, adapter).planned_bytes for e in u.entries)
+                planned = [fmt.plan_tensor(ckpt.info(e.name), e.role, cand, adapter) for e in u.entries]
             except (PlanRefused, ValueError):
                 continue  # a width this tensor's shape cannot take in this format
             u.schemes.append(cand)
-            u.nbytes.append(nbytes)
+            u.nbytes.append(sum(t.planned_bytes for t in planned))
+            u.storage.append(planned[0].storage)
         if not u.schemes:
             raise PlanRefused(f"{u.key}: no candidate width of the {fmt.name} format fits its tensors")
         units.append(u)

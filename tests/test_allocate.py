@@ -132,6 +132,17 @@ def test_gguf_units_are_stacked_tensors(tiny_text, tiny_text_gguf, tmp_path):
     out = quantize(QuantizeOptions(out=tmp_path / "v", target_size=budget, **kw))
     written = get_format("gguf").file_bytes(out)
     assert written["tensor_bytes"] == plan.predicted_bytes
+    # the record, the plan printout and the card name each unit's GGML type, the one in the file
+    from quantkit.publish.card_sections import allocation_section
+
+    manifest = json.loads((out / "quantkit.json").read_text())
+    for row in manifest["allocation"]["units"]:  # "layer 0 down_exps"
+        _, layer, tensor = row["unit"].split()
+        assert {row["storage"]} == types[(int(layer), tensor.split("_")[0])], row
+    lines = "\n".join(plan.allocation.lines())
+    card = "\n".join(allocation_section(manifest))
+    for t in {t for s in types.values() for t in s}:
+        assert f"({t})" in lines and f"({t}) |" in card
 
 
 def test_real_28b_choices_on_a_24gb_card():

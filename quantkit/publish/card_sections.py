@@ -156,7 +156,9 @@ def allocation_section(m: dict) -> list[str]:
            f"Chosen for {a.get('runtime')} units from the calibration's statistics (expected output error, "
            f"{a.get('error_estimate')} estimate), exact under a budget of {a.get('budget_bytes')} weight bytes; "
            f"predicted {a.get('predicted_bytes')} bytes.", "", "| unit | scheme | bytes |", "|---|---|---:|"]
-    out += [f"| {u.get('unit')} | {u.get('scheme')} | {u.get('bytes')} |" for u in a.get("units") or []]
+    for u in a.get("units") or []:
+        stored = f" ({u['storage']})" if u.get("storage") else ""  # the format's name: GGUF's Q4_K
+        out.append(f"| {u.get('unit')} | {u.get('scheme')}{stored} | {u.get('bytes')} |")
     return out + [""]
 
 
