@@ -40,10 +40,9 @@ from quantkit.formats.gguf import FORMAT as GGUF
 from quantkit.formats.gguf.types import type_for_scheme
 from quantkit.scheme import QuantScheme, parse_scheme_label
 
-# The GGML types the allocator chooses from (one per width), Q3_K second: the reference width.
-GGUF_TYPES = tuple(type_for_scheme(s, "candidate").name for s in GGUF.candidate_schemes(QuantScheme(bits=4, method="gptq")))
-GGUF_BITS = {parse_scheme_label(s.label).bits: t for s, t in
-             zip(GGUF.candidate_schemes(QuantScheme(bits=4, method="gptq")), GGUF_TYPES)}
+# The GGML type the allocator chooses at each width, narrowest first (Q3_K second: the reference width).
+GGUF_BITS = {s.bits: type_for_scheme(s, "candidate").name for s in GGUF.candidate_schemes(QuantScheme(bits=4, method="gptq"))}
+GGUF_TYPES = tuple(GGUF_BITS.values())
 GPTQ_BITS = (2, 3, 4, 8)
 KEYS = ("kl_answer", "kl_all")
 
@@ -186,8 +185,6 @@ def vllm_bound(model: Path, work: Path, calib: Path, items: int, group_size: int
     work.mkdir(parents=True, exist_ok=True)
     ids, start = eval_ids(model, items)
     seqs = ids.tolist()
-
-
     ref = torch_logprobs(load_source(model), ids)
     base_prof = yaml.safe_load((Path(__file__).resolve().parent.parent / "quantkit" / "profiles" /
                                 "ernie45-moe-w4.yaml").read_text())

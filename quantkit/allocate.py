@@ -79,7 +79,7 @@ class Unit:
 
     def label(self, i: int) -> str:
         """`gptq-w4g32-asym-s6 (Q4_K)`: width i's scheme, and its storage where the format names one."""
-        store = self.storage[i] if i < len(self.storage) else None
+        store = self.storage[i]
         return scheme_label(self.schemes[i]) + (f" ({store})" if store else "")
 
 

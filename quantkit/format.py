@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .errors import UsageError, VariantCorrupt
+from .errors import PlanRefused, UsageError, VariantCorrupt
 from .manifest import read_manifest
 
 if TYPE_CHECKING:  # types only: the core modules below import this one
@@ -64,6 +64,14 @@ class Format:
 
     def check_plan(self, entries: list["TensorPlan"], force: bool, notes: list[str]) -> None:
         """Refuse what this format (or its runtimes) cannot hold across tensors."""
+
+    def refuse_scale_codes(self, scheme: "QuantScheme", tensor: str) -> None:
+        """For a format whose groups carry fp16 scales: refuse, in one line naming the tensor, a scheme
+        whose scales are quantized codes (`scale_bits`: GGUF's K-quants)."""
+        if scheme.scale_bits is not None:
+            raise PlanRefused(f"tensor {tensor}: {scheme.label} stores each group's scale as a {scheme.scale_bits}-bit "
+                              "code (a GGUF K-quant); this format stores fp16 group scales: use --format gguf or "
+                              "a scheme without scale codes")
 
     def candidate_schemes(self, base: "QuantScheme") -> tuple["QuantScheme", ...]:
         """The widths `--target-size` may choose for a tensor the profile gives `base` (quantkit.allocate),

@@ -59,10 +59,7 @@ class CompressedTensorsFormat(Format):
         if scheme.desc_act:
             raise PlanRefused(f"tensor {info.name}: act-order (desc_act) needs `actorder: group` with weight_g_idx, "
                               "which compressed-tensors 0.20 removed; drop desc_act or use --format gptq")
-        if scheme.scale_bits is not None:
-            raise PlanRefused(f"tensor {info.name}: {scheme.label} stores each group's scale as a {scheme.scale_bits}-bit "
-                              "code (a GGUF K-quant); this format stores fp16 group scales: use --format gguf or "
-                              "a scheme without scale codes")
+        self.refuse_scale_codes(scheme, info.name)
         out_f, in_f = info.shape
         scheme, fallback = fit_group(scheme, in_f, MIN_GROUP)
         nbytes = packed_nbytes(out_f, in_f, scheme.bits, scheme.effective_group_size(in_f), scheme.sym)

@@ -58,10 +58,7 @@ class GPTQFormat(Format):
             raise PlanRefused(f"tensor {info.name}: {scheme.bits}-bit: the GPTQ format stores "
                               f"{', '.join(map(str, GPTQ_BITS))} bits; use --format compressed-tensors (2 to 8 bits) "
                               "or other bits")
-        if scheme.scale_bits is not None:
-            raise PlanRefused(f"tensor {info.name}: {scheme.label} stores each group's scale as a {scheme.scale_bits}-bit "
-                              "code (a GGUF K-quant); this format stores fp16 group scales: use --format gguf or "
-                              "a scheme without scale codes")
+        self.refuse_scale_codes(scheme, info.name)
         out_f, in_f = info.shape
         scheme, fallback = fit_group(scheme, in_f)
         try:
